@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, static checks, unit tests, then process tests one at a time.
+# Ends with one plain line `tests: N passed, N failed`.
+#   --long   also run *.long.test.ts and the many-seed modes (REGMESH_LONG=1)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--long" ]; then export REGMESH_LONG=1; fi
+results=.tmp/test-results
+rm -rf "$results" && mkdir -p "$results"
+status=0
+step() { echo; echo "== $*"; }
+
+step "install test dependencies"
+bash scripts/install-deps.sh || { echo "install-deps failed"; exit 1; }
+
+step "build"
+npx tsc -b || status=1
+
+step "typecheck tests"
+npx tsc -p tsconfig.test.json || status=1
+
+step "lint and format (biome)"
+npx biome check . || status=1
+
+step "pure-core rules"
+node scripts/check-core.mjs || status=1
+
+for project in unit proc; do
+  step "vitest: $project"
+  npx vitest run --project "$project" --reporter=default --reporter=json \
+    --outputFile.json="$results/$project.json" || status=1
+done
+
+echo
+node scripts/summary.mjs "$results" "$status"
