@@ -1,1 +1,6 @@
-export {};
+export * from "./cluster.js";
+export * from "./command.js";
+export * from "./faultproxy.js";
+export * from "./ports.js";
+export * from "./proc.js";
+export * from "./tmp.js";

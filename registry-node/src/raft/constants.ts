@@ -1,0 +1,16 @@
+// Every limit of the Raft core in one place (STYLE.md §3). Units are last in names.
+
+/** Followers that hear nothing for this many ticks (randomised up to 2x) start an election. */
+export const electionTimeoutTicksDefault = 10;
+/** A leader sends heartbeats this often; must be well below the election timeout (thesis §3.4). */
+export const heartbeatIntervalTicksDefault = 1;
+/** Most entry bytes in one MsgApp (etcd Config.MaxSizePerMsg). At least one entry is always sent. */
+export const maxSizePerMsgBytesDefault = 1024 * 1024;
+/** Most MsgApp in flight to one follower in the replicate state (etcd Config.MaxInflightMsgs). */
+export const maxInflightMsgsDefault = 256;
+/** Most bytes of committed entries handed to the application in one Ready. */
+export const maxCommittedSizePerReadyBytesDefault = 16 * 1024 * 1024;
+/** Most ReadIndex requests waiting for a heartbeat quorum on a leader (bounded queue). */
+export const maxPendingReadIndexRequests = 4096;
+/** Most messages buffered between two ready() calls before proposals are refused. */
+export const maxMessagesPerReady = 65536;
