@@ -1,0 +1,1 @@
+export const mesherVersion = "0.1.0";
