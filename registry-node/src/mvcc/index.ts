@@ -1,0 +1,5 @@
+export * from "./backend.js";
+export * from "./core/revision.js";
+export * from "./errors.js";
+export * from "./kvstore.js";
+export * from "./mem-storage.js";
