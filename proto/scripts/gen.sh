@@ -34,16 +34,26 @@ opts=(
   snakeToCamel=keys
   protoJsonFormat=false
 )
-IFS=, opt_string="${opts[*]}"
+opt_string="$(IFS=,; echo "${opts[*]}")"
 
-rm -rf "$out"
-mkdir -p "$out"
+# Generate into a fresh directory, then replace the .ts files of OUT_DIR, so a
+# file whose .proto was removed does not linger and nothing else is deleted.
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 cd "$pkg/protos"
 # Sorted so the output does not depend on the file system's order.
 mapfile -t files < <(find . -name '*.proto' | sed 's|^\./||' | LC_ALL=C sort)
 "$protoc" \
   --plugin="protoc-gen-ts_proto=$plugin" \
-  --ts_proto_out="$out" \
+  --ts_proto_out="$tmp" \
   --ts_proto_opt="$opt_string" \
   -I . \
   "${files[@]}"
+"$protoc" --descriptor_set_out="$tmp/descriptors.pb" -I . "${files[@]}"
+node "$here/json-names.mjs" "$tmp/descriptors.pb" >"$tmp/json-names.ts"
+rm "$tmp/descriptors.pb"
+
+mkdir -p "$out"
+find "$out" -name '*.ts' -type f -delete
+find "$out" -mindepth 1 -type d -empty -delete
+cp -R "$tmp"/. "$out"/

@@ -23,3 +23,5 @@ export * as health from "./gen/grpc/health/v1/health.js";
 export * as mvccpb from "./gen/mvccpb/kv.js";
 export * as v3electionpb from "./gen/v3electionpb/v3election.js";
 export * as v3lockpb from "./gen/v3lockpb/v3lock.js";
+
+export { type MessageTypeName, withProtoFieldNames } from "./json.js";

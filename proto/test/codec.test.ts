@@ -2,12 +2,14 @@
 // the protobuf encoding rules (tag = field_number << 3 | wire_type; varints
 // little-endian base 128; negative int64 as ten-byte two's complement).
 import { describe, expect, it } from "vitest";
-import { etcdserverpb, mvccpb } from "../src/index.js";
+import { etcdserverpb, mvccpb, withProtoFieldNames } from "../src/index.js";
 
 const { Compare, Compare_CompareResult, Compare_CompareTarget } = etcdserverpb;
 
 function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString("hex").replace(/(..)(?!$)/g, "$1 ");
+  return Buffer.from(bytes)
+    .toString("hex")
+    .replace(/(..)(?!$)/g, "$1 ");
 }
 
 function encodeHex<T>(fns: { encode(m: T): { finish(): Uint8Array } }, m: T): string {
@@ -71,7 +73,10 @@ describe("binary encoding matches the protobuf wire format", () => {
     const req = etcdserverpb.WatchRequest.create({
       createRequest: {
         key: Buffer.from("a"),
-        filters: [etcdserverpb.WatchCreateRequest_FilterType.NOPUT, etcdserverpb.WatchCreateRequest_FilterType.NODELETE],
+        filters: [
+          etcdserverpb.WatchCreateRequest_FilterType.NOPUT,
+          etcdserverpb.WatchCreateRequest_FilterType.NODELETE,
+        ],
       },
     });
     // WatchRequest.create_request (1, len 7) { key (1) "a", filters (5) packed [0, 1] }
@@ -81,7 +86,10 @@ describe("binary encoding matches the protobuf wire format", () => {
   });
 
   it("a nested message: Event{type: DELETE, kv: {key: 'x', mod_revision: 300}}", () => {
-    const ev = mvccpb.Event.create({ type: mvccpb.Event_EventType.DELETE, kv: { key: Buffer.from("x"), modRevision: 300n } });
+    const ev = mvccpb.Event.create({
+      type: mvccpb.Event_EventType.DELETE,
+      kv: { key: Buffer.from("x"), modRevision: 300n },
+    });
     // kv: field 2 len 6 { key "x" = 0a 01 78, mod_revision (3) 300 = 18 ac 02 }
     expect(encodeHex(mvccpb.Event, ev)).toBe("08 01 12 06 0a 01 78 18 ac 02");
   });
@@ -110,7 +118,9 @@ describe("JSON follows etcd's gateway format", () => {
       ID: "7587892926715018767",
       TTL: "5",
     });
-    expect(etcdserverpb.Member.toJSON(etcdserverpb.Member.create({ ID: 1n, peerURLs: ["http://a"] }))).toEqual({
+    expect(
+      etcdserverpb.Member.toJSON(etcdserverpb.Member.create({ ID: 1n, peerURLs: ["http://a"] })),
+    ).toEqual({
       ID: "1",
       peerURLs: ["http://a"],
     });
@@ -118,7 +128,12 @@ describe("JSON follows etcd's gateway format", () => {
 
   it("fromJSON reads what the gateway writes, including numbers given as JSON numbers", () => {
     const res = etcdserverpb.RangeResponse.fromJSON({
-      header: { cluster_id: "14841639068965178418", member_id: "10276657743932975437", revision: "7", raft_term: "2" },
+      header: {
+        cluster_id: "14841639068965178418",
+        member_id: "10276657743932975437",
+        revision: "7",
+        raft_term: "2",
+      },
       kvs: [{ key: "Zm9v", create_revision: "5", mod_revision: "7", version: "3", value: "YmFy" }],
       count: "1",
     });
@@ -127,5 +142,62 @@ describe("JSON follows etcd's gateway format", () => {
     expect(res.kvs[0]?.createRevision).toBe(5n);
     expect(res.kvs[0]?.lease).toBe(0n);
     expect(etcdserverpb.RangeRequest.fromJSON({ limit: 3 }).limit).toBe(3n);
+  });
+});
+
+describe("withProtoFieldNames: camelCase JSON input, as the gateway also accepts it", () => {
+  it("renames lowerCamelCase keys to proto names and leaves the rest", () => {
+    const body = { key: "YQ==", rangeEnd: "Yw==", countOnly: true, sortOrder: "DESCEND", unknownKey: 1 };
+    expect(withProtoFieldNames("etcdserverpb.RangeRequest", body)).toEqual({
+      key: "YQ==",
+      range_end: "Yw==",
+      count_only: true,
+      sort_order: "DESCEND",
+      unknownKey: 1,
+    });
+    const req = etcdserverpb.RangeRequest.fromJSON(withProtoFieldNames("etcdserverpb.RangeRequest", body));
+    expect(req.rangeEnd.toString()).toBe("c");
+    expect(req.countOnly).toBe(true);
+  });
+
+  it("follows the message type at every depth (raftTerm is a JSON name in one message, a proto name in another)", () => {
+    const status = { header: { clusterId: "1", raftTerm: "2" }, raftTerm: "3", dbSizeInUse: "4" };
+    expect(withProtoFieldNames("etcdserverpb.StatusResponse", status)).toEqual({
+      header: { cluster_id: "1", raft_term: "2" },
+      raftTerm: "3",
+      dbSizeInUse: "4",
+    });
+    const txn = {
+      compare: [{ key: "YQ==", modRevision: "5", rangeEnd: "Yg==" }],
+      success: [
+        { requestPut: { key: "YQ==", prevKv: true } },
+        { requestTxn: { failure: [{ requestDeleteRange: { rangeEnd: "AA==" } }] } },
+      ],
+    };
+    expect(withProtoFieldNames("etcdserverpb.TxnRequest", txn)).toEqual({
+      compare: [{ key: "YQ==", mod_revision: "5", range_end: "Yg==" }],
+      success: [
+        { request_put: { key: "YQ==", prev_kv: true } },
+        { request_txn: { failure: [{ request_delete_range: { range_end: "AA==" } }] } },
+      ],
+    });
+    expect(withProtoFieldNames("etcdserverpb.LeaseCheckpoint", { ID: "1", remainingTTL: "9" })).toEqual({
+      ID: "1",
+      remaining_TTL: "9",
+    });
+  });
+
+  it("prefers the proto name when a body has both spellings", () => {
+    expect(withProtoFieldNames("etcdserverpb.RangeRequest", { rangeEnd: "QQ==", range_end: "Qg==" })).toEqual(
+      { range_end: "Qg==" },
+    );
+    expect(withProtoFieldNames("etcdserverpb.RangeRequest", { range_end: "Qg==", rangeEnd: "QQ==" })).toEqual(
+      { range_end: "Qg==" },
+    );
+  });
+
+  it("passes non-objects through", () => {
+    expect(withProtoFieldNames("etcdserverpb.RangeRequest", null)).toBe(null);
+    expect(withProtoFieldNames("etcdserverpb.RangeRequest", "x")).toBe("x");
   });
 });

@@ -11,10 +11,17 @@ export const protobufPackage = "authpb";
 
 export const protobufFileName = "authpb/auth.proto";
 
+/**
+ * The etcd v3 API, as served by etcd 3.4: package, service, method, message and
+ * field names, field numbers and enum values are etcd's, because they are the wire
+ * format. etcd's gogoproto options are left out.
+ */
+
 export interface UserAddOptions {
   noPassword: boolean;
 }
 
+/** A user, as stored in the auth bucket. */
 export interface User {
   name: Buffer;
   password: Buffer;
@@ -22,6 +29,7 @@ export interface User {
   options?: UserAddOptions | undefined;
 }
 
+/** Access to one key or key range [key, range_end). */
 export interface Permission {
   permType: Permission_Type;
   key: Buffer;
@@ -67,6 +75,7 @@ export function permission_TypeToJSON(object: Permission_Type): string {
   }
 }
 
+/** A role, as stored in the auth bucket. */
 export interface Role {
   name: Buffer;
   keyPermission: Permission[];

@@ -29,6 +29,14 @@ export const protobufPackage = "etcdserverpb";
 
 export const protobufFileName = "etcdserverpb/rpc.proto";
 
+/**
+ * The etcd v3 API, as served by etcd 3.4: package, service, method, message and
+ * field names, field numbers and enum values are etcd's, because they are the wire
+ * format. etcd's gogoproto and google.api.http options are left out; each RPC carries
+ * its JSON gateway path (grpc-gateway, POST with the whole request as the body) as a
+ * comment instead.
+ */
+
 export enum AlarmType {
   NONE = 0,
   NOSPACE = 1,
@@ -68,22 +76,34 @@ export function alarmTypeToJSON(object: AlarmType): string {
   }
 }
 
+/** Sent with every response. */
 export interface ResponseHeader {
   clusterId: bigint;
   memberId: bigint;
+  /** The store's revision when the request was served. */
   revision: bigint;
+  /** The Raft term when the request was served. */
   raftTerm: bigint;
 }
 
 export interface RangeRequest {
   key: Buffer;
+  /**
+   * Empty: only `key`. Otherwise the half-open range [key, range_end). A single
+   * zero byte means every key >= key; key plus one in its last byte means every key
+   * with the prefix `key`; key and range_end both a zero byte mean all keys.
+   */
   rangeEnd: Buffer;
+  /** Maximum number of keys returned; 0 means no limit. */
   limit: bigint;
+  /** Read at this revision; <= 0 means the latest. A compacted revision fails. */
   revision: bigint;
   sortOrder: RangeRequest_SortOrder;
   sortTarget: RangeRequest_SortTarget;
+  /** Serve from the local member without a linearizable read (may be stale). */
   serializable: boolean;
   keysOnly: boolean;
+  /** Return only `count`, no key-values. */
   countOnly: boolean;
   minModRevision: bigint;
   maxModRevision: bigint;
@@ -184,16 +204,22 @@ export function rangeRequest_SortTargetToJSON(object: RangeRequest_SortTarget): 
 export interface RangeResponse {
   header?: ResponseHeader | undefined;
   kvs: KeyValue[];
+  /** More keys matched than `limit` allowed to return. */
   more: boolean;
+  /** The number of keys in the range, whatever `limit` says. */
   count: bigint;
 }
 
 export interface PutRequest {
   key: Buffer;
   value: Buffer;
+  /** Attach the key to this lease; 0 means no lease. */
   lease: bigint;
+  /** Return the key-value as it was before this put. */
   prevKv: boolean;
+  /** Keep the current value (the key must exist). */
   ignoreValue: boolean;
+  /** Keep the current lease (the key must exist). */
   ignoreLease: boolean;
 }
 
@@ -209,11 +235,15 @@ export interface DeleteRangeRequest {
 }
 
 export interface DeleteRangeResponse {
-  header?: ResponseHeader | undefined;
+  header?:
+    | ResponseHeader
+    | undefined;
+  /** The number of keys deleted. */
   deleted: bigint;
   prevKvs: KeyValue[];
 }
 
+/** One operation of a transaction. */
 export interface RequestOp {
   requestRange?: RangeRequest | undefined;
   requestPut?: PutRequest | undefined;
@@ -221,6 +251,7 @@ export interface RequestOp {
   requestTxn?: TxnRequest | undefined;
 }
 
+/** The result of one RequestOp, in the same position. */
 export interface ResponseOp {
   responseRange?: RangeResponse | undefined;
   responsePut?: PutResponse | undefined;
@@ -228,6 +259,11 @@ export interface ResponseOp {
   responseTxn?: TxnResponse | undefined;
 }
 
+/**
+ * A guard of a transaction: compares `target` of `key` (or of every key in
+ * [key, range_end)) with the value in `target_union`. A key that does not exist has
+ * version, create and mod revisions 0, so `version == 0` tests for absence.
+ */
 export interface Compare {
   result: Compare_CompareResult;
   target: Compare_CompareTarget;
@@ -236,7 +272,10 @@ export interface Compare {
   createRevision?: bigint | undefined;
   modRevision?: bigint | undefined;
   value?: Buffer | undefined;
-  lease?: bigint | undefined;
+  lease?:
+    | bigint
+    | undefined;
+  /** Compare every key in [key, range_end) instead of one key. */
   rangeEnd: Buffer;
 }
 
@@ -336,6 +375,10 @@ export function compare_CompareTargetToJSON(object: Compare_CompareTarget): stri
   }
 }
 
+/**
+ * If every compare holds, `success` runs, else `failure`; atomically, at one revision.
+ * A key may be written at most once in one transaction.
+ */
 export interface TxnRequest {
   compare: Compare[];
   success: RequestOp[];
@@ -348,8 +391,10 @@ export interface TxnResponse {
   responses: ResponseOp[];
 }
 
+/** Drops history older than `revision` (the latest version of each key stays). */
 export interface CompactionRequest {
   revision: bigint;
+  /** Answer only once the compaction is applied to the backend. */
   physical: boolean;
 }
 
@@ -378,8 +423,12 @@ export interface HashResponse {
 export interface SnapshotRequest {
 }
 
+/** One chunk of a backend snapshot. */
 export interface SnapshotResponse {
-  header?: ResponseHeader | undefined;
+  header?:
+    | ResponseHeader
+    | undefined;
+  /** Bytes still to come after this chunk. */
   remainingBytes: bigint;
   blob: Buffer;
 }
@@ -392,12 +441,18 @@ export interface WatchRequest {
 
 export interface WatchCreateRequest {
   key: Buffer;
+  /** As RangeRequest.range_end. */
   rangeEnd: Buffer;
+  /** Replay history from this revision; 0 means from now on. */
   startRevision: bigint;
+  /** Send empty responses with the current revision when idle. */
   progressNotify: boolean;
+  /** Event types the server should not send. */
   filters: WatchCreateRequest_FilterType[];
   prevKv: boolean;
+  /** Ask for this id; 0 lets the server choose. */
   watchId: bigint;
+  /** Allow a large revision's events to be split over several responses. */
   fragment: boolean;
 }
 
@@ -444,22 +499,32 @@ export interface WatchProgressRequest {
 export interface WatchResponse {
   header?: ResponseHeader | undefined;
   watchId: bigint;
+  /** This response acknowledges a create request; `watch_id` is the new watch. */
   created: boolean;
+  /** The watch is gone (asked for, or refused: see cancel_reason). */
   canceled: boolean;
+  /**
+   * Set when the watch asked for a compacted revision: the oldest revision still
+   * available. The watch is canceled.
+   */
   compactRevision: bigint;
   cancelReason: string;
+  /** More events of the same revision follow in the next response. */
   fragment: boolean;
   events: Event[];
 }
 
 export interface LeaseGrantRequest {
+  /** Requested time to live in seconds. */
   TTL: bigint;
+  /** Requested lease id; 0 lets the server choose (a random 64-bit value). */
   ID: bigint;
 }
 
 export interface LeaseGrantResponse {
   header?: ResponseHeader | undefined;
   ID: bigint;
+  /** Time to live granted, in seconds. */
   TTL: bigint;
   error: string;
 }
@@ -472,6 +537,7 @@ export interface LeaseRevokeResponse {
   header?: ResponseHeader | undefined;
 }
 
+/** Internal to etcd's Raft log (lease checkpoints); not an RPC. */
 export interface LeaseCheckpoint {
   ID: bigint;
   remainingTTL: bigint;
@@ -497,13 +563,16 @@ export interface LeaseKeepAliveResponse {
 
 export interface LeaseTimeToLiveRequest {
   ID: bigint;
+  /** Also list the keys attached to the lease. */
   keys: boolean;
 }
 
 export interface LeaseTimeToLiveResponse {
   header?: ResponseHeader | undefined;
   ID: bigint;
+  /** Seconds left; -1 when the lease does not exist (or has expired). */
   TTL: bigint;
+  /** The TTL the lease was granted with. */
   grantedTTL: bigint;
   keys: Buffer[];
 }
@@ -521,10 +590,14 @@ export interface LeaseLeasesResponse {
 }
 
 export interface Member {
+  /** A random 64-bit member id. */
   ID: bigint;
+  /** Empty until the member has started. */
   name: string;
   peerURLs: string[];
+  /** Empty until the member has started. */
   clientURLs: string[];
+  /** A learner replicates the log but does not vote. */
   isLearner: boolean;
 }
 
@@ -582,6 +655,7 @@ export interface DefragmentResponse {
   header?: ResponseHeader | undefined;
 }
 
+/** Hands Raft leadership to `targetID`. */
 export interface MoveLeaderRequest {
   targetID: bigint;
 }
@@ -592,6 +666,7 @@ export interface MoveLeaderResponse {
 
 export interface AlarmRequest {
   action: AlarmRequest_AlarmAction;
+  /** 0 means every member. */
   memberID: bigint;
   alarm: AlarmType;
 }
@@ -651,12 +726,15 @@ export interface StatusRequest {
 export interface StatusResponse {
   header?: ResponseHeader | undefined;
   version: string;
+  /** Size of the backend file, in bytes. */
   dbSize: bigint;
+  /** Member id of the current leader. */
   leader: bigint;
   raftIndex: bigint;
   raftTerm: bigint;
   raftAppliedIndex: bigint;
   errors: string[];
+  /** Bytes of the backend file in use (the rest is free pages). */
   dbSizeInUse: bigint;
   isLearner: boolean;
 }
@@ -739,7 +817,10 @@ export interface AuthDisableResponse {
 }
 
 export interface AuthenticateResponse {
-  header?: ResponseHeader | undefined;
+  header?:
+    | ResponseHeader
+    | undefined;
+  /** Sent back as the `token` metadata of later requests. */
   token: string;
 }
 
@@ -9152,6 +9233,7 @@ export const AuthRoleRevokePermissionResponse: MessageFns<AuthRoleRevokePermissi
   },
 };
 
+/** Keys and values: reads, writes, transactions and compaction. */
 export type KVService = typeof KVService;
 export const KVService = {
   /** POST /v3/kv/range */
@@ -9302,6 +9384,7 @@ export const KVClient = makeGenericClientConstructor(KVService, "etcdserverpb.KV
   serviceName: string;
 };
 
+/** Streams of changes to keys and key ranges. */
 export type WatchService = typeof WatchService;
 export const WatchService = {
   /** POST /v3/watch */
@@ -9334,6 +9417,7 @@ export const WatchClient = makeGenericClientConstructor(WatchService, "etcdserve
   serviceName: string;
 };
 
+/** Leases: TTLs that keys can be attached to; a key goes when its lease does. */
 export type LeaseService = typeof LeaseService;
 export const LeaseService = {
   /** POST /v3/lease/grant */
@@ -9485,6 +9569,7 @@ export const LeaseClient = makeGenericClientConstructor(LeaseService, "etcdserve
   serviceName: string;
 };
 
+/** Membership of the Raft cluster. */
 export type ClusterService = typeof ClusterService;
 export const ClusterService = {
   /** POST /v3/cluster/member/add */
@@ -9644,6 +9729,7 @@ export const ClusterClient = makeGenericClientConstructor(ClusterService, "etcds
   serviceName: string;
 };
 
+/** Alarms, status, defragmentation, hashes, snapshots and leader transfer. */
 export type MaintenanceService = typeof MaintenanceService;
 export const MaintenanceService = {
   /** POST /v3/maintenance/alarm */
@@ -9686,7 +9772,11 @@ export const MaintenanceService = {
     responseSerialize: (value: HashResponse): Buffer => Buffer.from(HashResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): HashResponse => HashResponse.decode(value),
   },
-  /** POST /v3/maintenance/hash */
+  /**
+   * POST /v3/maintenance/hash
+   * etcd 3.4 maps HashKV to the same gateway path as Hash, so over JSON only Hash is
+   * reachable; kept as etcd has it.
+   */
   hashKv: {
     path: "/etcdserverpb.Maintenance/HashKV" as const,
     requestStream: false as const,
@@ -9727,7 +9817,11 @@ export interface MaintenanceServer extends UntypedServiceImplementation {
   defragment: handleUnaryCall<DefragmentRequest, DefragmentResponse>;
   /** POST /v3/maintenance/hash */
   hash: handleUnaryCall<HashRequest, HashResponse>;
-  /** POST /v3/maintenance/hash */
+  /**
+   * POST /v3/maintenance/hash
+   * etcd 3.4 maps HashKV to the same gateway path as Hash, so over JSON only Hash is
+   * reachable; kept as etcd has it.
+   */
   hashKv: handleUnaryCall<HashKVRequest, HashKVResponse>;
   /** POST /v3/maintenance/snapshot */
   snapshot: handleServerStreamingCall<SnapshotRequest, SnapshotResponse>;
@@ -9797,7 +9891,11 @@ export interface MaintenanceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: HashResponse) => void,
   ): ClientUnaryCall;
-  /** POST /v3/maintenance/hash */
+  /**
+   * POST /v3/maintenance/hash
+   * etcd 3.4 maps HashKV to the same gateway path as Hash, so over JSON only Hash is
+   * reachable; kept as etcd has it.
+   */
   hashKv(
     request: HashKVRequest,
     callback: (error: ServiceError | null, response: HashKVResponse) => void,
@@ -9847,6 +9945,7 @@ export const MaintenanceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+/** Users, roles, key-range permissions and tokens. */
 export type AuthService = typeof AuthService;
 export const AuthService = {
   /** POST /v3/auth/enable */

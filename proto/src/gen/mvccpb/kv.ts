@@ -11,18 +11,37 @@ export const protobufPackage = "mvccpb";
 
 export const protobufFileName = "mvccpb/kv.proto";
 
+/**
+ * The etcd v3 API, as served by etcd 3.4: package, service, method, message and
+ * field names, field numbers and enum values are etcd's, because they are the wire
+ * format. etcd's gogoproto options are left out.
+ */
+
+/** A key as stored by mvcc, at one revision. */
 export interface KeyValue {
   key: Buffer;
+  /** Revision at which the key was last created. */
   createRevision: bigint;
+  /** Revision of the last change to the key. */
   modRevision: bigint;
+  /** Number of changes since creation (1 after create); a delete resets it to 0. */
   version: bigint;
   value: Buffer;
+  /** The lease the key is attached to; 0 means none. */
   lease: bigint;
 }
 
+/** One change, as a watch reports it. */
 export interface Event {
   type: Event_EventType;
-  kv?: KeyValue | undefined;
+  /**
+   * PUT: the key-value after the change. DELETE: the key with mod_revision set to
+   * the revision of the deletion.
+   */
+  kv?:
+    | KeyValue
+    | undefined;
+  /** The key-value before the change, when the watch asked for it. */
   prevKv?: KeyValue | undefined;
 }
 

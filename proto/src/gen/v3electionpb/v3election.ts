@@ -27,6 +27,14 @@ export const protobufPackage = "v3electionpb";
 
 export const protobufFileName = "v3electionpb/v3election.proto";
 
+/**
+ * The etcd v3 API, as served by etcd 3.4: package, service, method, message and
+ * field names, field numbers and enum values are etcd's, because they are the wire
+ * format. etcd's gogoproto and google.api.http options are left out; each RPC carries
+ * its JSON gateway path (grpc-gateway, POST with the whole request as the body) as a
+ * comment instead.
+ */
+
 export interface CampaignRequest {
   name: Buffer;
   lease: bigint;
@@ -38,6 +46,7 @@ export interface CampaignResponse {
   leader?: LeaderKey | undefined;
 }
 
+/** Identifies one campaign: the key that holds it, with its revision and lease. */
 export interface LeaderKey {
   name: Buffer;
   key: Buffer;
@@ -835,6 +844,7 @@ export const ProclaimResponse: MessageFns<ProclaimResponse> = {
   },
 };
 
+/** Leader election on top of KV and leases (etcd's concurrency recipes, served by etcd). */
 export type ElectionService = typeof ElectionService;
 export const ElectionService = {
   /** POST /v3/election/campaign */

@@ -24,13 +24,24 @@ export const protobufPackage = "v3lockpb";
 
 export const protobufFileName = "v3lockpb/v3lock.proto";
 
+/**
+ * The etcd v3 API, as served by etcd 3.4: package, service, method, message and
+ * field names, field numbers and enum values are etcd's, because they are the wire
+ * format. etcd's gogoproto and google.api.http options are left out; each RPC carries
+ * its JSON gateway path (grpc-gateway, POST with the whole request as the body) as a
+ * comment instead.
+ */
+
 export interface LockRequest {
   name: Buffer;
   lease: bigint;
 }
 
 export interface LockResponse {
-  header?: ResponseHeader | undefined;
+  header?:
+    | ResponseHeader
+    | undefined;
+  /** Exists for as long as the lock is held; pass it to Unlock. */
   key: Buffer;
 }
 
@@ -353,6 +364,7 @@ export const UnlockResponse: MessageFns<UnlockResponse> = {
   },
 };
 
+/** Distributed locks on top of KV and leases. */
 export type LockService = typeof LockService;
 export const LockService = {
   /** POST /v3/lock/lock */
