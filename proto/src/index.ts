@@ -20,6 +20,7 @@
 export * as authpb from "./gen/authpb/auth.js";
 export * as etcdserverpb from "./gen/etcdserverpb/rpc.js";
 export * as health from "./gen/grpc/health/v1/health.js";
+export * as leasepb from "./gen/leasepb/lease.js";
 export * as mvccpb from "./gen/mvccpb/kv.js";
 export * as v3electionpb from "./gen/v3electionpb/v3election.js";
 export * as v3lockpb from "./gen/v3lockpb/v3lock.js";

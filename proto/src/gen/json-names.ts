@@ -102,6 +102,7 @@ export const jsonShapes = {
   "etcdserverpb.WatchResponse": { renames: { watchId: "watch_id", compactRevision: "compact_revision", cancelReason: "cancel_reason" }, messages: { header: "etcdserverpb.ResponseHeader", events: "mvccpb.Event" } },
   "grpc.health.v1.HealthCheckRequest": { renames: {}, messages: {} },
   "grpc.health.v1.HealthCheckResponse": { renames: {}, messages: {} },
+  "leasepb.Lease": { renames: {}, messages: {} },
   "mvccpb.Event": { renames: { prevKv: "prev_kv" }, messages: { kv: "mvccpb.KeyValue", prev_kv: "mvccpb.KeyValue" } },
   "mvccpb.KeyValue": { renames: { createRevision: "create_revision", modRevision: "mod_revision" }, messages: {} },
   "v3electionpb.CampaignRequest": { renames: {}, messages: {} },

@@ -3,3 +3,4 @@ export * from "./core/revision.js";
 export * from "./errors.js";
 export * from "./kvstore.js";
 export * from "./mem-storage.js";
+export * from "./watchable.js";

@@ -66,6 +66,8 @@ export class KVStore {
   private compactMainRev = -1;
   private consistentIdx = 0;
   readonly index = new TreeIndex();
+  /** Called after every write transaction that changed something (the watchable store listens). */
+  onChanges: ((changes: Change[], rev: number) => void) | undefined;
 
   constructor(
     readonly backend: BufferedBackend,
@@ -132,7 +134,14 @@ export class KVStore {
         }
         const old = this.leases.leaseOf(key);
         if (old !== 0n && old !== kv.lease) this.leases.detach(old, key);
-        if (kv.lease !== 0n) this.leases.attach(kv.lease, key);
+        if (kv.lease !== 0n) {
+          try {
+            this.leases.attach(kv.lease, key);
+          } catch {
+            // A key naming a lease that is gone (revoked in a batch not yet committed at a
+            // crash): etcd logs and goes on; the key stays without a lease.
+          }
+        }
       }
       if (rev.main > this.currentRev) this.currentRev = rev.main;
       return true;
@@ -344,11 +353,13 @@ export class WriteTxn {
     if (this.changes.length === 0) return [];
     const rev = this.beginRev + 1;
     this.store.commitRev(rev);
-    return this.changes.map((kv) =>
+    const events = this.changes.map((kv) =>
       kv.createRevision === 0n
         ? { type: mvccpb.Event_EventType.DELETE, kv: { ...kv, modRevision: BigInt(rev) } }
         : { type: mvccpb.Event_EventType.PUT, kv },
     );
+    this.store.onChanges?.(events, rev);
+    return events;
   }
 
   /** The revision a response header reports for this transaction (etcd's txn.Rev() + 1 if changed). */
