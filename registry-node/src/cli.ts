@@ -1,7 +1,8 @@
 import { configFromFlags, FlagError, parseFlags, usage } from "./config/index.js";
+import { runMember } from "./server/run.js";
 import { etcdServerVersion, registryNodeVersion } from "./version.js";
 
-// registry-node's command line: etcd's flags, then the server. Exit codes: 0 on a clean
+// registry-node's command line: etcd's flags, then the member. Exit codes: 0 on a clean
 // stop, 2 for a bad flag or configuration (with a message naming it), 1 for a failure.
 async function main(argv: string[]): Promise<number> {
   let values: ReturnType<typeof parseFlags>;
@@ -24,8 +25,9 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
+  let config: ReturnType<typeof configFromFlags>;
   try {
-    configFromFlags(values);
+    config = configFromFlags(values);
   } catch (err) {
     if (err instanceof FlagError) {
       process.stderr.write(`registry-node: failed to verify flags: ${err.message}\n`);
@@ -33,10 +35,20 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  process.stderr.write(
-    "registry-node: the server is not built yet (see issue 'registry-node speaks etcd v3')\n",
-  );
-  return 1;
+  if (config.initialCluster.size > 1) {
+    process.stderr.write(
+      "registry-node: clusters of more than one member need the Raft transport, which is not wired in yet\n",
+    );
+    return 2;
+  }
+  const member = await runMember(config);
+  await new Promise<void>((resolve) => {
+    const onSignal = () => resolve();
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  });
+  await member.stop();
+  return 0;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -47,6 +47,8 @@ export interface Storage {
   view<T>(f: (tx: StorageReadTx) => T): T;
   update(f: (tx: StorageWriteTx) => void): Promise<void>;
   close(): Promise<void>;
+  /** Size of the data file in bytes (Status dbSize, the space quota). */
+  sizeBytes(): number;
 }
 
 const toKey = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");

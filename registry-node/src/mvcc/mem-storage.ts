@@ -73,4 +73,10 @@ export class MemStorage implements Storage {
   }
 
   async close(): Promise<void> {}
+
+  sizeBytes(): number {
+    let n = 0;
+    for (const b of this.state.values()) for (const [k, v] of b) n += k.length + v.length;
+    return n;
+  }
 }

@@ -146,7 +146,7 @@ export class WatchableStore {
       if (compactRev > 0 && w.minRev < compactRev) {
         this.unsynced.delete(w);
         w.canceled = true;
-        w.spec.send({ kind: "compacted", compactRev, rev: cur });
+        w.spec.send({ kind: "compacted", compactRev, rev: 0 });
       }
     }
     const live = ready.filter((w) => !w.canceled);
@@ -154,20 +154,16 @@ export class WatchableStore {
     const minRev = Math.min(...live.map((w) => w.minRev));
     const maxRev = Math.min(cur, minRev + watchLimits.syncRevisionsMax - 1);
     const changesByRev = this.readChanges(minRev, maxRev);
+    // Like etcd, one catch-up delivery per watcher per round, carrying every matching
+    // change of the round, with the store's current revision in its header.
     for (const w of live) {
+      const evs: Change[] = [];
       for (const [rev, changes] of changesByRev) {
-        if (rev < w.minRev) continue;
-        const evs = w.filter(changes);
-        if (evs.length > 0 && !w.spec.send({ kind: "events", events: evs, rev })) {
-          // Accepted, but the consumer is full: stop here and wait for resume().
-          w.minRev = rev + 1;
-          w.blocked = true;
-          break;
-        }
+        if (rev >= w.minRev) evs.push(...w.filter(changes));
       }
-      if (w.blocked) continue;
       w.minRev = Math.max(w.minRev, maxRev + 1);
-      if (maxRev === cur) {
+      if (evs.length > 0 && !w.spec.send({ kind: "events", events: evs, rev: cur })) w.blocked = true;
+      if (maxRev === cur && !w.blocked) {
         this.unsynced.delete(w);
         this.addSynced(w);
       }

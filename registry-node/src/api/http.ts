@@ -1,0 +1,346 @@
+// HTTP/1.1 on the client port: etcd's JSON gateway (/v3/...), /health, /version, /metrics.
+// The gateway speaks etcd's JSON (proto field names, int64 as strings, bytes as base64)
+// through the generated toJSON/fromJSON, and answers errors as grpc-gateway does:
+// {"error", "message", "code"} with the HTTP status grpc-gateway maps the code to.
+
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { etcdserverpb, type MessageTypeName, withProtoFieldNames } from "@regmesh/proto";
+import { Code, EtcdError } from "../server/errors.js";
+import { etcdClusterVersion, etcdServerVersion } from "../version.js";
+import type { BidiStream } from "./grpc.js";
+import type { Metrics } from "./metrics.js";
+import type { Services } from "./services.js";
+import { serveWatch } from "./watch.js";
+
+type JsonCodec<T> = { fromJSON(o: unknown): T; toJSON(m: T): unknown };
+type Route = {
+  type: MessageTypeName;
+  req: JsonCodec<unknown>;
+  res: JsonCodec<unknown>;
+  call: (r: unknown) => unknown;
+};
+
+/** grpc-gateway (v1)'s HTTPStatusFromCode. */
+export function httpStatusOf(code: number): number {
+  switch (code) {
+    case Code.OK:
+      return 200;
+    case Code.Canceled:
+      return 408;
+    case Code.InvalidArgument:
+    case Code.FailedPrecondition:
+    case Code.OutOfRange:
+      return 400;
+    case Code.DeadlineExceeded:
+      return 504;
+    case Code.NotFound:
+      return 404;
+    case Code.AlreadyExists:
+    case Code.Aborted:
+      return 409;
+    case Code.PermissionDenied:
+      return 403;
+    case Code.Unauthenticated:
+      return 401;
+    case Code.ResourceExhausted:
+      return 429;
+    case Code.Unimplemented:
+      return 501;
+    case Code.Unavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+function route<Req, Res>(
+  type: MessageTypeName,
+  req: JsonCodec<Req>,
+  res: JsonCodec<Res>,
+  call: (r: Req) => Res | Promise<Res>,
+): Route {
+  return { type, req, res, call } as unknown as Route;
+}
+
+/** Largest gateway body read (the request limit plus room for base64 and JSON). */
+const bodyBytesMax = 16 * 1024 * 1024;
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > bodyBytesMax) {
+        reject(new EtcdError(Code.InvalidArgument, "etcdserver: request is too large"));
+        req.destroy();
+        return;
+      }
+      parts.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(parts)));
+    req.on("error", reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, err: unknown): void {
+  const e =
+    err instanceof EtcdError ? err : new EtcdError(Code.Unknown, (err as Error).message ?? String(err));
+  sendJson(res, httpStatusOf(e.grpcCode), { error: e.message, message: e.message, code: e.grpcCode });
+}
+
+/** Splits a body holding one or more concatenated JSON objects (gateway streams). */
+function parseJsonObjects(text: string): unknown[] {
+  const out: unknown[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    else if (ch === "{") {
+      if (depth === 0) start = i;
+      depth++;
+    } else if (ch === "}") {
+      depth--;
+      if (depth === 0) out.push(JSON.parse(text.slice(start, i + 1)));
+    }
+  }
+  if (depth !== 0 || (out.length === 0 && text.trim() !== "")) JSON.parse(text); // throws the parser's message
+  return out;
+}
+
+export function createHttpHandler(services: Services, metrics: Metrics) {
+  const p = etcdserverpb;
+  const routes = new Map<string, Route>([
+    [
+      "/v3/kv/range",
+      route("etcdserverpb.RangeRequest", p.RangeRequest, p.RangeResponse, (r) => services.range(r)),
+    ],
+    ["/v3/kv/put", route("etcdserverpb.PutRequest", p.PutRequest, p.PutResponse, (r) => services.put(r))],
+    [
+      "/v3/kv/deleterange",
+      route("etcdserverpb.DeleteRangeRequest", p.DeleteRangeRequest, p.DeleteRangeResponse, (r) =>
+        services.deleteRange(r),
+      ),
+    ],
+    ["/v3/kv/txn", route("etcdserverpb.TxnRequest", p.TxnRequest, p.TxnResponse, (r) => services.txn(r))],
+    [
+      "/v3/kv/compaction",
+      route("etcdserverpb.CompactionRequest", p.CompactionRequest, p.CompactionResponse, (r) =>
+        services.compact(r),
+      ),
+    ],
+    [
+      "/v3/lease/grant",
+      route("etcdserverpb.LeaseGrantRequest", p.LeaseGrantRequest, p.LeaseGrantResponse, (r) =>
+        services.leaseGrant(r),
+      ),
+    ],
+    [
+      "/v3/lease/revoke",
+      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r) =>
+        services.leaseRevoke(r),
+      ),
+    ],
+    [
+      "/v3/kv/lease/revoke",
+      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r) =>
+        services.leaseRevoke(r),
+      ),
+    ],
+    [
+      "/v3/lease/timetolive",
+      route("etcdserverpb.LeaseTimeToLiveRequest", p.LeaseTimeToLiveRequest, p.LeaseTimeToLiveResponse, (r) =>
+        services.leaseTimeToLive(r),
+      ),
+    ],
+    [
+      "/v3/kv/lease/timetolive",
+      route("etcdserverpb.LeaseTimeToLiveRequest", p.LeaseTimeToLiveRequest, p.LeaseTimeToLiveResponse, (r) =>
+        services.leaseTimeToLive(r),
+      ),
+    ],
+    [
+      "/v3/lease/leases",
+      route("etcdserverpb.LeaseLeasesRequest", p.LeaseLeasesRequest, p.LeaseLeasesResponse, () =>
+        services.leaseLeases(),
+      ),
+    ],
+    [
+      "/v3/kv/lease/leases",
+      route("etcdserverpb.LeaseLeasesRequest", p.LeaseLeasesRequest, p.LeaseLeasesResponse, () =>
+        services.leaseLeases(),
+      ),
+    ],
+    [
+      "/v3/maintenance/status",
+      route("etcdserverpb.StatusRequest", p.StatusRequest, p.StatusResponse, () => services.status()),
+    ],
+    [
+      "/v3/cluster/member/list",
+      route("etcdserverpb.MemberListRequest", p.MemberListRequest, p.MemberListResponse, () =>
+        services.memberList(),
+      ),
+    ],
+  ]);
+
+  const unary = async (r: Route, req: IncomingMessage, res: ServerResponse) => {
+    let msg: unknown;
+    try {
+      const text = (await readBody(req)).toString("utf8");
+      const json = text.trim() === "" ? {} : JSON.parse(text);
+      if (json === null || typeof json !== "object" || Array.isArray(json)) {
+        throw new EtcdError(Code.InvalidArgument, "json: cannot unmarshal non-object into the request");
+      }
+      msg = r.req.fromJSON(withProtoFieldNames(r.type, json));
+    } catch (err) {
+      sendError(
+        res,
+        err instanceof EtcdError ? err : new EtcdError(Code.InvalidArgument, (err as Error).message),
+      );
+      return;
+    }
+    try {
+      sendJson(res, 200, r.res.toJSON(await r.call(msg)));
+    } catch (err) {
+      sendError(res, err);
+    }
+  };
+
+  /** A gateway stream: each request object in the body, each response a `{"result": ...}` line. */
+  const streamJson = <Req, Res>(
+    req: IncomingMessage,
+    res: ServerResponse,
+    type: MessageTypeName,
+    reqCodec: JsonCodec<Req>,
+    resCodec: JsonCodec<Res>,
+    serve: (s: BidiStream<Req, Res>) => void,
+  ) => {
+    const onMessage: ((r: Req) => void)[] = [];
+    const onEnd: (() => void)[] = [];
+    const onHalfClose: (() => void)[] = [];
+    let ended = false;
+    const finish = () => {
+      if (ended) return;
+      ended = true;
+      for (const f of onEnd) f();
+    };
+    const controller = new AbortController();
+    res.writeHead(200, { "content-type": "application/json" });
+    const stream: BidiStream<Req, Res> = {
+      ctx: { headers: req.headers as never, deadlineMs: undefined, signal: controller.signal, peer: "" },
+      onMessage: (f) => onMessage.push(f),
+      onEnd: (f) => onEnd.push(f),
+      onHalfClose: (f) => onHalfClose.push(f),
+      onDrain: (f) => res.on("drain", f),
+      write: (m) => res.write(`${JSON.stringify({ result: resCodec.toJSON(m) })}\n`),
+      end: (err) => {
+        if (err)
+          res.write(`${JSON.stringify({ error: { grpc_code: err.grpcCode, message: err.message } })}\n`);
+        res.end();
+        finish();
+      },
+    };
+    res.on("close", () => {
+      controller.abort();
+      finish();
+    });
+    serve(stream);
+    let buf = "";
+    req.on("data", (c: Buffer) => {
+      buf += c.toString("utf8");
+      let objs: unknown[];
+      try {
+        objs = parseJsonObjects(buf);
+      } catch {
+        return; // incomplete object: wait for more
+      }
+      buf = "";
+      for (const o of objs) {
+        const m = reqCodec.fromJSON(withProtoFieldNames(type, o));
+        for (const f of onMessage) f(m);
+      }
+    });
+    req.on("end", () => {
+      for (const f of onHalfClose) f();
+    });
+  };
+
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = (req.url ?? "/").split("?")[0]!;
+    try {
+      if (req.method === "GET" && url === "/health") {
+        sendJson(res, 200, { health: "true" });
+        return;
+      }
+      if (req.method === "GET" && url === "/version") {
+        sendJson(res, 200, { etcdserver: etcdServerVersion, etcdcluster: etcdClusterVersion });
+        return;
+      }
+      if (req.method === "GET" && url === "/metrics") {
+        const text = await metrics.text();
+        res.writeHead(200, { "content-type": metrics.contentType });
+        res.end(text);
+        return;
+      }
+      if (url === "/v3/watch" && req.method === "POST") {
+        streamJson(req, res, "etcdserverpb.WatchRequest", p.WatchRequest, p.WatchResponse, (s) =>
+          serveWatch(services.server, s, {
+            maxRequestBytes: services.opts.maxRequestBytes,
+            progressIntervalMs: services.opts.progressIntervalMs,
+          }),
+        );
+        return;
+      }
+      if (url === "/v3/lease/keepalive" && req.method === "POST") {
+        streamJson(
+          req,
+          res,
+          "etcdserverpb.LeaseKeepAliveRequest",
+          p.LeaseKeepAliveRequest,
+          p.LeaseKeepAliveResponse,
+          (s) => {
+            s.onMessage((r) => {
+              try {
+                s.write(services.keepAlive(r));
+              } catch (err) {
+                s.end(err as EtcdError);
+              }
+            });
+            s.onHalfClose(() => s.end());
+          },
+        );
+        return;
+      }
+      const r = routes.get(url);
+      if (r === undefined) {
+        sendJson(res, 404, { error: "Not Found", message: "Not Found", code: Code.NotFound });
+        return;
+      }
+      if (req.method !== "POST") {
+        sendJson(res, 405, {
+          error: "Method Not Allowed",
+          message: "Method Not Allowed",
+          code: Code.Unimplemented,
+        });
+        return;
+      }
+      await unary(r, req, res);
+    } catch (err) {
+      if (!res.headersSent) sendError(res, err);
+      else res.destroy();
+    }
+  };
+}

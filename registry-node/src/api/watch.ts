@@ -1,0 +1,192 @@
+// The Watch service (etcd's v3rpc/watch.go): one bidirectional stream carries many
+// watches. Create, cancel and progress requests come in; created/canceled responses and
+// events go out. The `created` response of a watch is written before any of its events:
+// everything here runs on one thread, and a new watcher only receives events from a later
+// apply or a later catch-up round. A stream whose client stops reading makes its watchers
+// stop (the store catches them up from storage once the stream drains), so a slow client
+// never holds a writer back.
+
+import { etcdserverpb, type mvccpb } from "@regmesh/proto";
+import type { Change, WatchDelivery, Watcher, WatchFilter } from "../mvcc/index.js";
+import { keyString } from "../mvcc/kvstore.js";
+import type { EtcdServer } from "../server/node.js";
+import type { BidiStream } from "./grpc.js";
+
+type WatchResponse = etcdserverpb.WatchResponse;
+
+export type WatchStreamOptions = {
+  /** Responses larger than this are split when the watch asked for fragments (etcd: --max-request-bytes). */
+  maxRequestBytes: number;
+  /** Interval of progress notifications for watches that asked for them (etcd: 10 minutes). */
+  progressIntervalMs: number;
+};
+
+const emptyResponse = (): WatchResponse => ({
+  watchId: 0n,
+  created: false,
+  canceled: false,
+  compactRevision: 0n,
+  cancelReason: "",
+  fragment: false,
+  events: [],
+});
+
+export function serveWatch(
+  server: EtcdServer,
+  stream: BidiStream<etcdserverpb.WatchRequest, WatchResponse>,
+  opts: WatchStreamOptions,
+): void {
+  const watchers = new Map<bigint, { w: Watcher; prevKv: boolean; fragment: boolean; progress: boolean }>();
+  let nextId = 0n;
+  let congested = false;
+  let closed = false;
+
+  const send = (r: WatchResponse): boolean => stream.write(r);
+
+  const sendFragments = (r: WatchResponse): boolean => {
+    const size = (x: WatchResponse) => etcdserverpb.WatchResponse.encode(x).finish().length;
+    if (size(r) < opts.maxRequestBytes || r.events.length < 2) return send(r);
+    let ok = true;
+    let idx = 0;
+    for (;;) {
+      const cur: WatchResponse = { ...r, events: [], fragment: true };
+      while (idx < r.events.length) {
+        cur.events.push(r.events[idx]!);
+        if (cur.events.length > 1 && size(cur) >= opts.maxRequestBytes) {
+          cur.events.pop();
+          break;
+        }
+        idx += 1;
+      }
+      if (idx === r.events.length) cur.fragment = false;
+      ok = send(cur) && ok;
+      if (!cur.fragment) return ok;
+    }
+  };
+
+  const toEvents = (changes: Change[], prevKv: boolean): mvccpb.Event[] =>
+    changes.map((c) => {
+      const ev: mvccpb.Event = { type: c.type, kv: c.kv };
+      if (prevKv) {
+        try {
+          const r = server.kv.read().range(c.kv.key, undefined, { rev: Number(c.kv.modRevision) - 1 });
+          if (r.kvs.length > 0) ev.prevKv = r.kvs[0];
+        } catch {
+          // The previous version was compacted away: the event goes without it, as in etcd.
+        }
+      }
+      return ev;
+    });
+
+  const deliver = (id: bigint, d: WatchDelivery): boolean => {
+    if (closed) return true;
+    const entry = watchers.get(id);
+    if (d.kind === "compacted") {
+      watchers.delete(id);
+      const ok = send({
+        ...emptyResponse(),
+        header: { ...server.header(), revision: BigInt(d.rev) },
+        watchId: id,
+        canceled: true,
+        compactRevision: BigInt(d.compactRev),
+      });
+      return ok;
+    }
+    if (entry === undefined) return true;
+    const resp: WatchResponse = {
+      ...emptyResponse(),
+      header: server.header(BigInt(d.rev)),
+      watchId: id,
+      events: toEvents(d.events, entry.prevKv),
+    };
+    const ok = entry.fragment ? sendFragments(resp) : send(resp);
+    if (!ok) congested = true;
+    return ok;
+  };
+
+  stream.onDrain(() => {
+    if (!congested || closed) return;
+    congested = false;
+    for (const { w } of watchers.values()) server.watchable.resume(w);
+    server.syncWatchers();
+  });
+
+  const create = (c: etcdserverpb.WatchCreateRequest) => {
+    const wsrev = server.rev;
+    let key: Uint8Array = c.key.length === 0 ? Buffer.from([0]) : c.key;
+    let end: string | undefined;
+    if (c.rangeEnd.length === 0) end = undefined;
+    else if (c.rangeEnd.length === 1 && c.rangeEnd[0] === 0) end = "";
+    else end = keyString(c.rangeEnd);
+    const fail = (reason: string) =>
+      send({
+        ...emptyResponse(),
+        header: server.header(BigInt(wsrev)),
+        watchId: -1n,
+        created: true,
+        canceled: true,
+        cancelReason: reason,
+      });
+    let id: bigint;
+    // etcd's AutoWatchID is 0: a watch_id of 0 asks the server to choose (clientv3 never
+    // sends ids), and chosen ids count up from 0, skipping ids in use.
+    if (c.watchId !== 0n) {
+      if (watchers.has(c.watchId)) return fail("mvcc: duplicate watch ID provided on the WatchStream");
+      id = c.watchId;
+    } else {
+      while (watchers.has(nextId)) nextId += 1n;
+      id = nextId;
+      nextId += 1n;
+    }
+    if (end !== undefined && end !== "" && keyString(key) >= end) return fail("mvcc: watcher range is empty");
+    const filters: WatchFilter[] = [];
+    for (const f of c.filters) {
+      if (f === etcdserverpb.WatchCreateRequest_FilterType.NOPUT) filters.push("noPut");
+      if (f === etcdserverpb.WatchCreateRequest_FilterType.NODELETE) filters.push("noDelete");
+    }
+    const startRev = c.startRevision === 0n ? wsrev + 1 : Number(c.startRevision);
+    key = Buffer.from(key);
+    const watchId = id;
+    const w = server.watchable.watch({
+      key: keyString(key),
+      end,
+      startRev,
+      filters,
+      send: (d) => deliver(watchId, d),
+    });
+    watchers.set(watchId, { w, prevKv: c.prevKv, fragment: c.fragment, progress: c.progressNotify });
+    send({ ...emptyResponse(), header: server.header(BigInt(wsrev)), watchId, created: true });
+    if (startRev <= server.rev) setImmediate(() => server.syncWatchers());
+  };
+
+  stream.onMessage((req) => {
+    if (closed) return;
+    if (req.createRequest) create(req.createRequest);
+    else if (req.cancelRequest) {
+      const id = req.cancelRequest.watchId;
+      const entry = watchers.get(id);
+      if (entry === undefined) return;
+      server.watchable.cancel(entry.w);
+      watchers.delete(id);
+      send({ ...emptyResponse(), header: server.header(), watchId: id, canceled: true });
+    } else if (req.progressRequest) {
+      send({ ...emptyResponse(), header: server.header(), watchId: -1n });
+    }
+  });
+
+  const progressTimer = setInterval(() => {
+    for (const [id, e] of watchers) {
+      if (e.progress && !e.w.blocked && e.w.minRev > server.rev) {
+        send({ ...emptyResponse(), header: server.header(), watchId: id });
+      }
+    }
+  }, opts.progressIntervalMs);
+  progressTimer.unref();
+
+  stream.onEnd(() => {
+    closed = true;
+    clearInterval(progressTimer);
+    for (const { w } of watchers.values()) server.watchable.cancel(w);
+    watchers.clear();
+  });
+}

@@ -1,0 +1,232 @@
+// The registry member: the state machine (mvcc, lessor, watchable store) behind the
+// request path, and the timers that drive it (backend commits, lease expiry, watcher
+// catch-up, physical compaction).
+//
+// Writes go through `propose()`: today a one-member log applies them at once in order;
+// the Raft-replicated log (registry-node/src/raft, src/wal) replaces that inside `propose`
+// without changing callers. Reads are served from the local state (a linearizable read
+// on one member is its current state; with Raft it waits for a ReadIndex first).
+
+import type { etcdserverpb } from "@regmesh/proto";
+import type { Config } from "../config/config.js";
+import { Lessor } from "../lease/lessor.js";
+import { BufferedBackend, type Storage } from "../mvcc/backend.js";
+import { MvccError } from "../mvcc/errors.js";
+import { KVStore } from "../mvcc/kvstore.js";
+import { WatchableStore } from "../mvcc/watchable.js";
+import { KVApplier } from "./apply-kv.js";
+import { EtcdError, errors } from "./errors.js";
+import { clusterId, IdGenerator, memberId } from "./ids.js";
+import type { Op } from "./ops.js";
+
+export type Clock = { now(): number };
+export const systemClock: Clock = { now: () => Date.now() };
+
+export type Logger = {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+};
+
+/** Timings of the member's background work (etcd's values where etcd has them). */
+export const serverTimings = {
+  backendCommitIntervalMs: 100,
+  leaseCheckIntervalMs: 500,
+  /** etcd revokes at most 1000 expired leases per second. */
+  leaseRevokePerSecond: 1000,
+  watchSyncIntervalMs: 100,
+};
+
+type Task = { done: () => boolean; step: () => boolean };
+
+/** Converts mvcc's errors to etcd's client errors. */
+export function toClientError(err: unknown): unknown {
+  if (err instanceof MvccError)
+    return err.code === "REG_ERR_COMPACTED" ? errors.compacted() : errors.futureRev();
+  return err;
+}
+
+export class EtcdServer {
+  readonly memberId: bigint;
+  readonly clusterId: bigint;
+  readonly backend: BufferedBackend;
+  readonly lessor: Lessor;
+  readonly kv: KVStore;
+  readonly watchable: WatchableStore;
+  readonly applier: KVApplier;
+  private readonly ids: IdGenerator;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly compactions: { task: Task; resolve: () => void }[] = [];
+  private appliedIndex = 0;
+  private stopped = false;
+  /** The Raft term; a single member elects itself at term 2, as etcd's does on first start. */
+  raftTerm = 2n;
+
+  constructor(
+    readonly config: Config,
+    readonly storage: Storage,
+    readonly log: Logger,
+    readonly clock: Clock = systemClock,
+  ) {
+    const own = config.initialCluster.get(config.name)!.map((u) => u.origin);
+    this.memberId = memberId(own, config.initialClusterToken);
+    this.clusterId = clusterId(
+      [...config.initialCluster.values()].map((urls) =>
+        memberId(
+          urls.map((u) => u.origin),
+          config.initialClusterToken,
+        ),
+      ),
+    );
+    this.ids = new IdGenerator(this.memberId, clock.now());
+    this.backend = new BufferedBackend(storage);
+    // etcd: minimum lease TTL is 1.5 election timeouts, rounded up to whole seconds.
+    const minTTLSeconds = Math.ceil((1.5 * config.electionTimeoutMs) / 1000);
+    this.lessor = new Lessor(this.backend, minTTLSeconds);
+    this.kv = new KVStore(this.backend, this.lessor);
+    this.watchable = new WatchableStore(this.kv);
+    this.applier = new KVApplier(this.kv, this.lessor);
+  }
+
+  /** Restores state from storage and starts the background work. */
+  start(): void {
+    this.lessor.restore();
+    const { scheduledCompact } = this.kv.restore();
+    this.appliedIndex = this.kv.consistentIndex;
+    if (scheduledCompact !== undefined) this.runCompaction(this.kv.resumeCompaction(scheduledCompact));
+    // One member is always the leader: it owns lease expiry.
+    this.lessor.promote(this.config.electionTimeoutMs, this.clock.now());
+    const every = (ms: number, f: () => void) => {
+      const t = setInterval(() => {
+        try {
+          f();
+        } catch (err) {
+          this.log.error({ err }, "background task failed");
+        }
+      }, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(serverTimings.backendCommitIntervalMs, () => {
+      this.commitBackend();
+    });
+    every(serverTimings.leaseCheckIntervalMs, () => this.revokeExpiredLeases());
+    every(serverTimings.watchSyncIntervalMs, () => this.syncWatchers());
+    this.log.info(
+      { memberId: this.memberId.toString(16), clusterId: this.clusterId.toString(16), revision: this.kv.rev },
+      "registry member started",
+    );
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    while (this.compactions.length > 0) this.stepCompactions();
+    await this.backend.commit();
+    await this.storage.close();
+  }
+
+  dbSize(): number {
+    return this.storage.sizeBytes();
+  }
+
+  get rev(): number {
+    return this.kv.rev;
+  }
+
+  /** A response header as etcd fills it (revision 0 means "the current one"). */
+  header(revision = 0n): etcdserverpb.ResponseHeader {
+    return {
+      clusterId: this.clusterId,
+      memberId: this.memberId,
+      revision: revision === 0n ? BigInt(this.kv.rev) : revision,
+      raftTerm: this.raftTerm,
+    };
+  }
+
+  nextId(): bigint {
+    return this.ids.next();
+  }
+
+  /** Orders a write through the log and applies it; resolves with its response. */
+  async propose(op: Op): Promise<unknown> {
+    if (this.stopped) throw errors.stopped();
+    const result = this.apply(op, this.appliedIndex + 1);
+    if (op.kind === "compaction" && op.req.physical) await (result as { physical: Promise<void> }).physical;
+    return result;
+  }
+
+  /** Applies one committed entry to the state machine, in log order. */
+  private apply(op: Op, index: number): unknown {
+    this.appliedIndex = index;
+    this.kv.setConsistentIndex(index);
+    try {
+      switch (op.kind) {
+        case "put":
+          return this.applier.put(op.req);
+        case "deleteRange":
+          return this.applier.deleteRange(op.req);
+        case "txn":
+          return this.applier.txn(op.req);
+        case "compaction": {
+          const { resp, task } = this.applier.compaction(op.req);
+          return { resp, physical: this.runCompaction(task) };
+        }
+        case "leaseGrant": {
+          const l = this.lessor.grant(op.req.ID, Number(op.req.TTL), this.clock.now());
+          return { ID: l.id, TTL: BigInt(l.ttlSeconds) };
+        }
+        case "leaseRevoke":
+          this.lessor.revoke(op.req.ID, this.kv);
+          return {};
+      }
+    } catch (err) {
+      throw toClientError(err);
+    } finally {
+      if (this.backend.pendingCount >= this.backend.batchLimit) this.commitBackend();
+    }
+  }
+
+  private commitBackend(): void {
+    this.backend.commit().catch((err) => {
+      // The applied entries are acknowledged: a failed commit cannot be undone (etcd panics).
+      this.log.error({ err }, "backend commit failed; stopping");
+      process.exit(1);
+    });
+  }
+
+  private runCompaction(task: Task): Promise<void> {
+    return new Promise((resolve) => {
+      this.compactions.push({ task, resolve });
+      if (this.compactions.length === 1) setImmediate(() => this.stepCompactions());
+    });
+  }
+
+  /** One batch of physical compaction; reschedules itself so writes interleave. */
+  private stepCompactions(): void {
+    const head = this.compactions[0];
+    if (head === undefined) return;
+    if (head.task.step()) {
+      this.compactions.shift();
+      head.resolve();
+      this.commitBackend();
+    }
+    if (this.compactions.length > 0 && !this.stopped) setImmediate(() => this.stepCompactions());
+  }
+
+  private revokeExpiredLeases(): void {
+    const limit = Math.ceil((serverTimings.leaseRevokePerSecond * serverTimings.leaseCheckIntervalMs) / 1000);
+    for (const id of this.lessor.expired(this.clock.now(), limit)) {
+      this.propose({ kind: "leaseRevoke", req: { ID: id } }).catch((err) => {
+        if (!(err instanceof EtcdError))
+          this.log.warn({ err, lease: id.toString(16) }, "revoking expired lease failed");
+      });
+    }
+  }
+
+  /** Catches unsynced watchers up, a bounded round at a time, until none is left. */
+  syncWatchers(): void {
+    if (this.watchable.syncWatchers()) setImmediate(() => this.syncWatchers());
+  }
+}

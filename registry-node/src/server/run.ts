@@ -1,0 +1,84 @@
+// Starts a member from its configuration: storage in the data directory, the state
+// machine, and the client listeners; stops it cleanly on SIGTERM/SIGINT.
+
+import { mkdirSync } from "node:fs";
+import type http from "node:http";
+import { pino } from "pino";
+import { GrpcRouter } from "../api/grpc.js";
+import { createHttpHandler } from "../api/http.js";
+import { type ClientListener, createClientListener } from "../api/listener.js";
+import { Metrics } from "../api/metrics.js";
+import { Services } from "../api/services.js";
+import type { Config } from "../config/config.js";
+import { MemStorage } from "../mvcc/mem-storage.js";
+import { EtcdServer } from "./node.js";
+
+/** etcd's gRPC server accepts this much beyond --max-request-bytes (grpcOverheadBytes). */
+const grpcOverheadBytes = 512 * 1024;
+
+export type RunningMember = { server: EtcdServer; stop(): Promise<void> };
+
+export async function runMember(config: Config): Promise<RunningMember> {
+  const log = pino({ level: config.logLevel === "panic" ? "fatal" : config.logLevel }, pino.destination(2));
+  mkdirSync(config.dataDir, { recursive: true });
+  // Storage: in memory until the bbolt engine (src/storage) is wired in; data does not survive a restart yet.
+  const storage = new MemStorage();
+  const server = new EtcdServer(config, storage, log);
+  server.start();
+
+  const services = new Services(server, {
+    maxTxnOps: config.maxTxnOps,
+    maxRequestBytes: config.maxRequestBytes,
+    progressIntervalMs: 10 * 60 * 1000,
+    name: config.name,
+    peerUrls: config.initialAdvertisePeerUrls.map((u) => u.origin),
+    clientUrls: config.advertiseClientUrls.map((u) => u.origin),
+  });
+  const router = new GrpcRouter({
+    maxRecvMessageBytes: config.maxRequestBytes + grpcOverheadBytes,
+    onError: (err, path) => log.error({ err, path }, "unexpected error serving a request"),
+  });
+  services.register(router);
+  const metrics = new Metrics(server);
+  const httpHandler = createHttpHandler(services, metrics);
+  const onHttp1: http.RequestListener = (req, res) => {
+    void httpHandler(req, res);
+  };
+
+  const listeners: ClientListener[] = [];
+  for (const url of config.listenClientUrls) {
+    const l = createClientListener({
+      onStream: (stream, headers) => {
+        if (router.isGrpc(headers)) router.handle(stream, headers);
+        else {
+          stream.respond({ ":status": 415 });
+          stream.end();
+        }
+      },
+      onHttp1,
+    });
+    await new Promise<void>((resolve, reject) => {
+      l.server.once("error", reject);
+      const host = url.hostname.replace(/^\[|\]$/g, "");
+      l.server.listen(
+        { host: host === "localhost" ? "127.0.0.1" : host, port: Number(url.port || 2379) },
+        () => resolve(),
+      );
+    });
+    listeners.push(l);
+    log.info({ url: url.origin }, "serving client traffic (gRPC and HTTP)");
+  }
+  log.info({ name: config.name, dataDir: config.dataDir }, "ready to serve client requests");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      await Promise.all(listeners.map((l) => l.close()));
+      await server.stop();
+      log.info({}, "stopped");
+      log.flush();
+    })();
+    return stopping;
+  };
+  return { server, stop };
+}
