@@ -24,7 +24,7 @@ export default defineConfig({
       {
         test: {
           name: "proc",
-          include: procGlobs.map((g) => `${packages}/test/${g.slice(3)}`),
+          include: procGlobs.map((g) => `${packages}/test/${g}`),
           exclude: ["**/node_modules/**", "**/dist/**", ...(long ? [] : [longGlob])],
           fileParallelism: false,
           testTimeout: 120_000,
