@@ -189,6 +189,15 @@ export function createHttpHandler(services: Services, metrics: Metrics) {
       route("etcdserverpb.StatusRequest", p.StatusRequest, p.StatusResponse, () => services.status()),
     ],
     [
+      "/v3/maintenance/alarm",
+      route("etcdserverpb.AlarmRequest", p.AlarmRequest, p.AlarmResponse, (r) => services.alarm(r)),
+    ],
+    [
+      "/v3/maintenance/hash",
+      // etcd 3.4's gateway maps HashKV to the same path as Hash; a body with "revision" means HashKV.
+      route("etcdserverpb.HashKVRequest", p.HashKVRequest, p.HashKVResponse, (r) => services.hashKV(r)),
+    ],
+    [
       "/v3/cluster/member/list",
       route("etcdserverpb.MemberListRequest", p.MemberListRequest, p.MemberListResponse, () =>
         services.memberList(),

@@ -13,6 +13,8 @@ import { serveWatch } from "./watch.js";
 
 export type ServiceOptions = {
   maxTxnOps: number;
+  /** The backend quota (--quota-backend-bytes); writes past it raise the NOSPACE alarm. */
+  quotaBackendBytes: number;
   maxRequestBytes: number;
   progressIntervalMs: number;
   /** Peer URLs and client URLs this member advertises (MemberList). */
@@ -22,6 +24,17 @@ export type ServiceOptions = {
 };
 
 const { KVService, WatchService, LeaseService, MaintenanceService, ClusterService } = etcdserverpb;
+const A = etcdserverpb.AlarmRequest_AlarmAction;
+
+// etcd's request cost estimates for the quota (etcdserver/quota.go).
+const kvOverheadBytes = 256;
+const leaseOverheadBytes = 64;
+const costPut = (r: etcdserverpb.PutRequest) => kvOverheadBytes + r.key.length + r.value.length;
+function costTxn(r: etcdserverpb.TxnRequest): number {
+  const branch = (ops: etcdserverpb.RequestOp[]) =>
+    ops.reduce((n, op) => n + (op.requestPut ? costPut(op.requestPut) : 0), 0);
+  return Math.max(branch(r.success), branch(r.failure));
+}
 
 export class Services {
   constructor(
@@ -45,6 +58,22 @@ export class Services {
     }
   }
 
+  /**
+   * etcd's quota check (etcdserver/quota.go) before a write that adds data: with a NOSPACE
+   * alarm active it is refused; when the backend plus the request's estimated cost would
+   * reach the quota, the NOSPACE alarm is raised and it is refused.
+   */
+  private async checkQuota(cost: number): Promise<void> {
+    if (cost === 0) return;
+    if (this.server.noSpace) throw errors.noSpace();
+    if (this.server.dbSize() + cost < this.opts.quotaBackendBytes) return;
+    await this.server.propose({
+      kind: "alarm",
+      req: { action: A.ACTIVATE, memberID: this.server.memberId, alarm: etcdserverpb.AlarmType.NOSPACE },
+    });
+    throw errors.noSpace();
+  }
+
   range(r: etcdserverpb.RangeRequest): etcdserverpb.RangeResponse {
     checkRangeRequest(r);
     try {
@@ -56,6 +85,7 @@ export class Services {
 
   async put(r: etcdserverpb.PutRequest): Promise<etcdserverpb.PutResponse> {
     checkPutRequest(r);
+    await this.checkQuota(costPut(r));
     return this.fill(await this.propose<etcdserverpb.PutResponse>({ kind: "put", req: r }));
   }
 
@@ -66,6 +96,7 @@ export class Services {
 
   async txn(r: etcdserverpb.TxnRequest): Promise<etcdserverpb.TxnResponse> {
     checkTxnRequest(r, this.opts.maxTxnOps);
+    await this.checkQuota(costTxn(r));
     return this.fill(await this.propose<etcdserverpb.TxnResponse>({ kind: "txn", req: r }));
   }
 
@@ -75,6 +106,7 @@ export class Services {
   }
 
   async leaseGrant(r: etcdserverpb.LeaseGrantRequest): Promise<etcdserverpb.LeaseGrantResponse> {
+    await this.checkQuota(leaseOverheadBytes);
     let id = r.ID;
     // No id given: the server chooses one, positive and not in use (etcd's reqIDGen).
     while (id === 0n || this.server.lessor.exists(id)) id = this.server.nextId() & ((1n << 63n) - 1n);
@@ -139,6 +171,25 @@ export class Services {
     });
   }
 
+  hashKV(r: etcdserverpb.HashKVRequest): etcdserverpb.HashKVResponse {
+    try {
+      const h = this.server.kv.hashByRev(Number(r.revision));
+      return this.fill<etcdserverpb.HashKVResponse>({
+        header: { clusterId: 0n, memberId: 0n, raftTerm: 0n, revision: BigInt(h.currentRev) },
+        hash: h.hash,
+        compactRevision: BigInt(h.compactRev),
+      });
+    } catch (err) {
+      throw toClientError(err);
+    }
+  }
+
+  async alarm(r: etcdserverpb.AlarmRequest): Promise<etcdserverpb.AlarmResponse> {
+    if (r.action === A.GET)
+      return this.fill<etcdserverpb.AlarmResponse>({ alarms: [...this.server.alarms.values()] });
+    return this.fill(await this.propose<etcdserverpb.AlarmResponse>({ kind: "alarm", req: r }));
+  }
+
   memberList(): etcdserverpb.MemberListResponse {
     return this.fill<etcdserverpb.MemberListResponse>({
       members: [
@@ -181,6 +232,8 @@ export class Services {
       stream.onHalfClose(() => stream.end());
     });
     router.unary(MaintenanceService.status, () => this.status());
+    router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
+    router.unary(MaintenanceService.alarm, (r) => this.alarm(r));
     router.unary(ClusterService.memberList, () => this.memberList());
     router.unary(health.HealthService.check, (r) => {
       // As etcd 3.4: the server as a whole ("") is SERVING; named services are unknown.

@@ -4,6 +4,7 @@
 // mvccpb.KeyValue (a deletion as a tombstone key holding only the key), and the in-memory
 // TreeIndex maps keys to revisions so a read at any uncompacted revision finds its values.
 
+import { crc32c } from "@node-rs/crc32";
 import { mvccpb } from "@regmesh/proto";
 import { type BufferedBackend, buckets } from "./backend.js";
 import { KeyIndex, RevisionNotFoundError } from "./core/key-index.js";
@@ -241,6 +242,30 @@ export class KVStore {
       return false;
     };
     return { done: () => finished, step };
+  }
+
+  /**
+   * etcd's HashKV (mvcc/kvstore.go hashByRev): CRC-32C over the `key` bucket's name, then
+   * every key and value with revision <= `rev`, skipping revisions below the compaction
+   * that a finished compaction would delete. Equal histories give equal hashes on
+   * registry-node and etcd, because the stored bytes are the same.
+   */
+  hashByRev(rev: number): { hash: number; currentRev: number; compactRev: number } {
+    const compactRev = this.compactMainRev;
+    if (rev > 0 && rev <= compactRev) throw errCompacted();
+    if (rev > 0 && rev > this.currentRev) throw errFutureRev();
+    const at = rev === 0 ? this.currentRev : rev;
+    const keep = this.index.keep(at);
+    let h = crc32c(Buffer.from(buckets.key));
+    this.backend.scan(buckets.key, new Uint8Array(0), undefined, (k, v) => {
+      const kr = bytesToRev(k);
+      if (kr.main > at) return false;
+      if (kr.main <= compactRev && keep.size > 0 && !keep.has(`${kr.main}_${kr.sub}`)) return true;
+      h = crc32c(Buffer.from(k), h);
+      h = crc32c(Buffer.from(v), h);
+      return true;
+    });
+    return { hash: h >>> 0, currentRev: this.currentRev, compactRev };
   }
 
   /** @internal */

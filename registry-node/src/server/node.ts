@@ -7,10 +7,10 @@
 // without changing callers. Reads are served from the local state (a linearizable read
 // on one member is its current state; with Raft it waits for a ReadIndex first).
 
-import type { etcdserverpb } from "@regmesh/proto";
+import { etcdserverpb } from "@regmesh/proto";
 import type { Config } from "../config/config.js";
 import { Lessor } from "../lease/lessor.js";
-import { BufferedBackend, type Storage } from "../mvcc/backend.js";
+import { BufferedBackend, buckets, type Storage } from "../mvcc/backend.js";
 import { MvccError } from "../mvcc/errors.js";
 import { KVStore } from "../mvcc/kvstore.js";
 import { WatchableStore } from "../mvcc/watchable.js";
@@ -61,6 +61,8 @@ export class EtcdServer {
   private stopped = false;
   /** The Raft term; a single member elects itself at term 2, as etcd's does on first start. */
   raftTerm = 2n;
+  /** Active alarms, keyed "memberId:type" (persisted in the `alarm` bucket, as etcd's alarm store). */
+  readonly alarms = new Map<string, etcdserverpb.AlarmMember>();
 
   constructor(
     readonly config: Config,
@@ -91,6 +93,12 @@ export class EtcdServer {
   /** Restores state from storage and starts the background work. */
   start(): void {
     this.lessor.restore();
+    this.backend.createBucket(buckets.alarm);
+    this.backend.scan(buckets.alarm, new Uint8Array(0), undefined, (k) => {
+      const a = etcdserverpb.AlarmMember.decode(k);
+      this.alarms.set(`${a.memberID}:${a.alarm}`, a);
+      return true;
+    });
     const { scheduledCompact } = this.kv.restore();
     this.appliedIndex = this.kv.consistentIndex;
     if (scheduledCompact !== undefined) this.runCompaction(this.kv.resumeCompaction(scheduledCompact));
@@ -180,12 +188,48 @@ export class EtcdServer {
         case "leaseRevoke":
           this.lessor.revoke(op.req.ID, this.kv);
           return {};
+        case "alarm":
+          return this.applyAlarm(op.req);
       }
     } catch (err) {
       throw toClientError(err);
     } finally {
       if (this.backend.pendingCount >= this.backend.batchLimit) this.commitBackend();
     }
+  }
+
+  /** etcd's applierV3backend.Alarm: GET lists, ACTIVATE and DEACTIVATE change the set. */
+  private applyAlarm(r: etcdserverpb.AlarmRequest): etcdserverpb.AlarmResponse {
+    const A = etcdserverpb.AlarmRequest_AlarmAction;
+    const list = () => [...this.alarms.values()];
+    if (r.action === A.GET) return { alarms: list() };
+    const member: etcdserverpb.AlarmMember = { memberID: r.memberID, alarm: r.alarm };
+    const key = `${r.memberID}:${r.alarm}`;
+    const bytes = etcdserverpb.AlarmMember.encode(member).finish();
+    if (r.action === A.ACTIVATE) {
+      if (r.alarm === etcdserverpb.AlarmType.NONE) return { alarms: [] };
+      if (!this.alarms.has(key)) {
+        this.alarms.set(key, member);
+        this.backend.put(buckets.alarm, bytes, new Uint8Array(0));
+        this.log.warn(
+          { alarm: etcdserverpb.alarmTypeToJSON(r.alarm), member: r.memberID.toString(16) },
+          "alarm raised",
+        );
+      }
+      return { alarms: [member] };
+    }
+    if (r.action === A.DEACTIVATE) {
+      if (!this.alarms.delete(key)) return { alarms: [] };
+      this.backend.delete(buckets.alarm, bytes);
+      return { alarms: [member] };
+    }
+    return { alarms: [] };
+  }
+
+  /** True while a NOSPACE alarm is active: writes that add data are refused. */
+  get noSpace(): boolean {
+    for (const a of this.alarms.values()) if (a.alarm === etcdserverpb.AlarmType.NOSPACE) return true;
+    return false;
   }
 
   private commitBackend(): void {

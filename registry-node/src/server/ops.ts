@@ -11,7 +11,8 @@ export type Op =
   | { kind: "txn"; req: etcdserverpb.TxnRequest }
   | { kind: "compaction"; req: etcdserverpb.CompactionRequest }
   | { kind: "leaseGrant"; req: etcdserverpb.LeaseGrantRequest }
-  | { kind: "leaseRevoke"; req: etcdserverpb.LeaseRevokeRequest };
+  | { kind: "leaseRevoke"; req: etcdserverpb.LeaseRevokeRequest }
+  | { kind: "alarm"; req: etcdserverpb.AlarmRequest };
 
 const codecs = {
   put: [1, etcdserverpb.PutRequest],
@@ -20,6 +21,7 @@ const codecs = {
   compaction: [4, etcdserverpb.CompactionRequest],
   leaseGrant: [5, etcdserverpb.LeaseGrantRequest],
   leaseRevoke: [6, etcdserverpb.LeaseRevokeRequest],
+  alarm: [7, etcdserverpb.AlarmRequest],
 } as const;
 type Kind = keyof typeof codecs;
 const byTag = new Map<number, Kind>(Object.entries(codecs).map(([k, [tag]]) => [tag, k as Kind]));

@@ -28,6 +28,7 @@ export async function runMember(config: Config): Promise<RunningMember> {
 
   const services = new Services(server, {
     maxTxnOps: config.maxTxnOps,
+    quotaBackendBytes: config.quotaBackendBytes,
     maxRequestBytes: config.maxRequestBytes,
     progressIntervalMs: 10 * 60 * 1000,
     name: config.name,

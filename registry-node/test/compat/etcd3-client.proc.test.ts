@@ -40,7 +40,9 @@ describe(`etcd3 npm client against ${kind}`, () => {
   it("watch: events in order with prev values", async () => {
     const w = await client.watch().prefix("e3w/").withPreviousKV().create();
     const seen: string[] = [];
-    w.on("put", (kv, prev) => seen.push(`put ${kv.key.toString()}=${kv.value.toString()} prev=${prev?.value.toString() ?? "-"}`));
+    w.on("put", (kv, prev) =>
+      seen.push(`put ${kv.key.toString()}=${kv.value.toString()} prev=${prev?.value.toString() ?? "-"}`),
+    );
     w.on("delete", (kv) => seen.push(`del ${kv.key.toString()}`));
     await client.put("e3w/x").value("1");
     await client.put("e3w/x").value("2");
