@@ -4,9 +4,16 @@
 // {"error", "message", "code"} with the HTTP status grpc-gateway maps the code to.
 
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { etcdserverpb, type MessageTypeName, withProtoFieldNames } from "@regmesh/proto";
+import {
+  etcdserverpb,
+  type MessageTypeName,
+  v3electionpb,
+  v3lockpb,
+  withProtoFieldNames,
+} from "@regmesh/proto";
 import { Code, EtcdError } from "../server/errors.js";
 import { etcdClusterVersion, etcdServerVersion } from "../version.js";
+import type { Concurrency } from "./concurrency.js";
 import type { BidiStream } from "./grpc.js";
 import type { Metrics } from "./metrics.js";
 import type { Services } from "./services.js";
@@ -17,7 +24,7 @@ type Route = {
   type: MessageTypeName;
   req: JsonCodec<unknown>;
   res: JsonCodec<unknown>;
-  call: (r: unknown) => unknown;
+  call: (r: unknown, signal: AbortSignal) => unknown;
 };
 
 /** grpc-gateway (v1)'s HTTPStatusFromCode. */
@@ -57,7 +64,7 @@ function route<Req, Res>(
   type: MessageTypeName,
   req: JsonCodec<Req>,
   res: JsonCodec<Res>,
-  call: (r: Req) => Res | Promise<Res>,
+  call: (r: Req, signal: AbortSignal) => Res | Promise<Res>,
 ): Route {
   return { type, req, res, call } as unknown as Route;
 }
@@ -121,8 +128,10 @@ function parseJsonObjects(text: string): unknown[] {
   return out;
 }
 
-export function createHttpHandler(services: Services, metrics: Metrics) {
+export function createHttpHandler(services: Services, metrics: Metrics, concurrency: Concurrency) {
   const p = etcdserverpb;
+  const e = v3electionpb;
+  const l = v3lockpb;
   const routes = new Map<string, Route>([
     [
       "/v3/kv/range",
@@ -198,6 +207,34 @@ export function createHttpHandler(services: Services, metrics: Metrics) {
       route("etcdserverpb.HashKVRequest", p.HashKVRequest, p.HashKVResponse, (r) => services.hashKV(r)),
     ],
     [
+      "/v3/election/campaign",
+      route("v3electionpb.CampaignRequest", e.CampaignRequest, e.CampaignResponse, (r, sig) =>
+        concurrency.campaign(r, sig),
+      ),
+    ],
+    [
+      "/v3/election/proclaim",
+      route("v3electionpb.ProclaimRequest", e.ProclaimRequest, e.ProclaimResponse, (r) =>
+        concurrency.proclaim(r),
+      ),
+    ],
+    [
+      "/v3/election/leader",
+      route("v3electionpb.LeaderRequest", e.LeaderRequest, e.LeaderResponse, (r) => concurrency.leader(r)),
+    ],
+    [
+      "/v3/election/resign",
+      route("v3electionpb.ResignRequest", e.ResignRequest, e.ResignResponse, (r) => concurrency.resign(r)),
+    ],
+    [
+      "/v3/lock/lock",
+      route("v3lockpb.LockRequest", l.LockRequest, l.LockResponse, (r, sig) => concurrency.lock(r, sig)),
+    ],
+    [
+      "/v3/lock/unlock",
+      route("v3lockpb.UnlockRequest", l.UnlockRequest, l.UnlockResponse, (r) => concurrency.unlock(r)),
+    ],
+    [
       "/v3/cluster/member/list",
       route("etcdserverpb.MemberListRequest", p.MemberListRequest, p.MemberListResponse, () =>
         services.memberList(),
@@ -221,8 +258,11 @@ export function createHttpHandler(services: Services, metrics: Metrics) {
       );
       return;
     }
+    // Aborted when the client goes away, so a waiting Lock or Campaign stops waiting.
+    const gone = new AbortController();
+    res.on("close", () => gone.abort());
     try {
-      sendJson(res, 200, r.res.toJSON(await r.call(msg)));
+      sendJson(res, 200, r.res.toJSON(await r.call(msg, gone.signal)));
     } catch (err) {
       sendError(res, err);
     }
@@ -310,6 +350,12 @@ export function createHttpHandler(services: Services, metrics: Metrics) {
             maxRequestBytes: services.opts.maxRequestBytes,
             progressIntervalMs: services.opts.progressIntervalMs,
           }),
+        );
+        return;
+      }
+      if (url === "/v3/election/observe" && req.method === "POST") {
+        streamJson(req, res, "v3electionpb.LeaderRequest", e.LeaderRequest, e.LeaderResponse, (s) =>
+          concurrency.observe(s),
         );
         return;
       }

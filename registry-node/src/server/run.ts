@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import type http from "node:http";
 import { pino } from "pino";
+import { Concurrency } from "../api/concurrency.js";
 import { GrpcRouter } from "../api/grpc.js";
 import { createHttpHandler } from "../api/http.js";
 import { type ClientListener, createClientListener } from "../api/listener.js";
@@ -40,8 +41,10 @@ export async function runMember(config: Config): Promise<RunningMember> {
     onError: (err, path) => log.error({ err, path }, "unexpected error serving a request"),
   });
   services.register(router);
+  const concurrency = new Concurrency(services);
+  concurrency.register(router);
   const metrics = new Metrics(server);
-  const httpHandler = createHttpHandler(services, metrics);
+  const httpHandler = createHttpHandler(services, metrics, concurrency);
   const onHttp1: http.RequestListener = (req, res) => {
     void httpHandler(req, res);
   };
