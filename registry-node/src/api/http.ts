@@ -11,8 +11,10 @@ import {
   v3lockpb,
   withProtoFieldNames,
 } from "@regmesh/proto";
+import type { AuthInfo } from "../auth/store.js";
 import { Code, EtcdError } from "../server/errors.js";
 import { etcdClusterVersion, etcdServerVersion } from "../version.js";
+import type { AuthService } from "./auth.js";
 import type { Concurrency } from "./concurrency.js";
 import type { BidiStream } from "./grpc.js";
 import type { Metrics } from "./metrics.js";
@@ -24,7 +26,7 @@ type Route = {
   type: MessageTypeName;
   req: JsonCodec<unknown>;
   res: JsonCodec<unknown>;
-  call: (r: unknown, signal: AbortSignal) => unknown;
+  call: (r: unknown, signal: AbortSignal, ai: AuthInfo | undefined) => unknown;
 };
 
 /** grpc-gateway (v1)'s HTTPStatusFromCode. */
@@ -64,7 +66,7 @@ function route<Req, Res>(
   type: MessageTypeName,
   req: JsonCodec<Req>,
   res: JsonCodec<Res>,
-  call: (r: Req, signal: AbortSignal) => Res | Promise<Res>,
+  call: (r: Req, signal: AbortSignal, ai: AuthInfo | undefined) => Res | Promise<Res>,
 ): Route {
   return { type, req, res, call } as unknown as Route;
 }
@@ -128,23 +130,36 @@ function parseJsonObjects(text: string): unknown[] {
   return out;
 }
 
-export function createHttpHandler(services: Services, metrics: Metrics, concurrency: Concurrency) {
+export function createHttpHandler(
+  services: Services,
+  metrics: Metrics,
+  concurrency: Concurrency,
+  auth: AuthService,
+) {
   const p = etcdserverpb;
   const e = v3electionpb;
   const l = v3lockpb;
   const routes = new Map<string, Route>([
     [
       "/v3/kv/range",
-      route("etcdserverpb.RangeRequest", p.RangeRequest, p.RangeResponse, (r) => services.range(r)),
-    ],
-    ["/v3/kv/put", route("etcdserverpb.PutRequest", p.PutRequest, p.PutResponse, (r) => services.put(r))],
-    [
-      "/v3/kv/deleterange",
-      route("etcdserverpb.DeleteRangeRequest", p.DeleteRangeRequest, p.DeleteRangeResponse, (r) =>
-        services.deleteRange(r),
+      route("etcdserverpb.RangeRequest", p.RangeRequest, p.RangeResponse, (r, _s, ai) =>
+        services.range(r, ai),
       ),
     ],
-    ["/v3/kv/txn", route("etcdserverpb.TxnRequest", p.TxnRequest, p.TxnResponse, (r) => services.txn(r))],
+    [
+      "/v3/kv/put",
+      route("etcdserverpb.PutRequest", p.PutRequest, p.PutResponse, (r, _s, ai) => services.put(r, ai)),
+    ],
+    [
+      "/v3/kv/deleterange",
+      route("etcdserverpb.DeleteRangeRequest", p.DeleteRangeRequest, p.DeleteRangeResponse, (r, _s, ai) =>
+        services.deleteRange(r, ai),
+      ),
+    ],
+    [
+      "/v3/kv/txn",
+      route("etcdserverpb.TxnRequest", p.TxnRequest, p.TxnResponse, (r, _s, ai) => services.txn(r, ai)),
+    ],
     [
       "/v3/kv/compaction",
       route("etcdserverpb.CompactionRequest", p.CompactionRequest, p.CompactionResponse, (r) =>
@@ -159,14 +174,14 @@ export function createHttpHandler(services: Services, metrics: Metrics, concurre
     ],
     [
       "/v3/lease/revoke",
-      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r) =>
-        services.leaseRevoke(r),
+      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r, _s, ai) =>
+        services.leaseRevoke(r, ai),
       ),
     ],
     [
       "/v3/kv/lease/revoke",
-      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r) =>
-        services.leaseRevoke(r),
+      route("etcdserverpb.LeaseRevokeRequest", p.LeaseRevokeRequest, p.LeaseRevokeResponse, (r, _s, ai) =>
+        services.leaseRevoke(r, ai),
       ),
     ],
     [
@@ -235,6 +250,123 @@ export function createHttpHandler(services: Services, metrics: Metrics, concurre
       route("v3lockpb.UnlockRequest", l.UnlockRequest, l.UnlockResponse, (r) => concurrency.unlock(r)),
     ],
     [
+      "/v3/auth/enable",
+      route("etcdserverpb.AuthEnableRequest", p.AuthEnableRequest, p.AuthEnableResponse, (_r, _s, ai) =>
+        auth.enable(ai),
+      ),
+    ],
+    [
+      "/v3/auth/disable",
+      route("etcdserverpb.AuthDisableRequest", p.AuthDisableRequest, p.AuthDisableResponse, (_r, _s, ai) =>
+        auth.disable(ai),
+      ),
+    ],
+    [
+      "/v3/auth/authenticate",
+      route("etcdserverpb.AuthenticateRequest", p.AuthenticateRequest, p.AuthenticateResponse, (r) =>
+        auth.authenticate(r),
+      ),
+    ],
+    [
+      "/v3/auth/user/add",
+      route("etcdserverpb.AuthUserAddRequest", p.AuthUserAddRequest, p.AuthUserAddResponse, (r, _s, ai) =>
+        auth.userAdd(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/get",
+      route("etcdserverpb.AuthUserGetRequest", p.AuthUserGetRequest, p.AuthUserGetResponse, (r, _s, ai) =>
+        auth.userGet(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/list",
+      route("etcdserverpb.AuthUserListRequest", p.AuthUserListRequest, p.AuthUserListResponse, (_r, _s, ai) =>
+        auth.userList(ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/delete",
+      route(
+        "etcdserverpb.AuthUserDeleteRequest",
+        p.AuthUserDeleteRequest,
+        p.AuthUserDeleteResponse,
+        (r, _s, ai) => auth.userDelete(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/changepw",
+      route(
+        "etcdserverpb.AuthUserChangePasswordRequest",
+        p.AuthUserChangePasswordRequest,
+        p.AuthUserChangePasswordResponse,
+        (r, _s, ai) => auth.userChangePassword(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/grant",
+      route(
+        "etcdserverpb.AuthUserGrantRoleRequest",
+        p.AuthUserGrantRoleRequest,
+        p.AuthUserGrantRoleResponse,
+        (r, _s, ai) => auth.userGrantRole(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/user/revoke",
+      route(
+        "etcdserverpb.AuthUserRevokeRoleRequest",
+        p.AuthUserRevokeRoleRequest,
+        p.AuthUserRevokeRoleResponse,
+        (r, _s, ai) => auth.userRevokeRole(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/add",
+      route("etcdserverpb.AuthRoleAddRequest", p.AuthRoleAddRequest, p.AuthRoleAddResponse, (r, _s, ai) =>
+        auth.roleAdd(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/get",
+      route("etcdserverpb.AuthRoleGetRequest", p.AuthRoleGetRequest, p.AuthRoleGetResponse, (r, _s, ai) =>
+        auth.roleGet(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/list",
+      route("etcdserverpb.AuthRoleListRequest", p.AuthRoleListRequest, p.AuthRoleListResponse, (_r, _s, ai) =>
+        auth.roleList(ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/delete",
+      route(
+        "etcdserverpb.AuthRoleDeleteRequest",
+        p.AuthRoleDeleteRequest,
+        p.AuthRoleDeleteResponse,
+        (r, _s, ai) => auth.roleDelete(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/grant",
+      route(
+        "etcdserverpb.AuthRoleGrantPermissionRequest",
+        p.AuthRoleGrantPermissionRequest,
+        p.AuthRoleGrantPermissionResponse,
+        (r, _s, ai) => auth.roleGrantPermission(r, ai),
+      ),
+    ],
+    [
+      "/v3/auth/role/revoke",
+      route(
+        "etcdserverpb.AuthRoleRevokePermissionRequest",
+        p.AuthRoleRevokePermissionRequest,
+        p.AuthRoleRevokePermissionResponse,
+        (r, _s, ai) => auth.roleRevokePermission(r, ai),
+      ),
+    ],
+    [
       "/v3/cluster/member/list",
       route("etcdserverpb.MemberListRequest", p.MemberListRequest, p.MemberListResponse, () =>
         services.memberList(),
@@ -262,7 +394,8 @@ export function createHttpHandler(services: Services, metrics: Metrics, concurre
     const gone = new AbortController();
     res.on("close", () => gone.abort());
     try {
-      sendJson(res, 200, r.res.toJSON(await r.call(msg, gone.signal)));
+      const ai = services.authInfo(req.headers);
+      sendJson(res, 200, r.res.toJSON(await r.call(msg, gone.signal, ai)));
     } catch (err) {
       sendError(res, err);
     }

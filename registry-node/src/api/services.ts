@@ -3,11 +3,12 @@
 // writes to the log (`propose`), serves reads locally, and fills response headers.
 
 import { etcdserverpb, health } from "@regmesh/proto";
+import type { AuthInfo } from "../auth/store.js";
 import { Code, EtcdError, errors } from "../server/errors.js";
 import { type EtcdServer, toClientError } from "../server/node.js";
 import { encodeOp, type Op } from "../server/ops.js";
 import { etcdServerVersion } from "../version.js";
-import type { GrpcRouter } from "./grpc.js";
+import type { CallContext, GrpcRouter } from "./grpc.js";
 import { checkDeleteRequest, checkPutRequest, checkRangeRequest, checkTxnRequest } from "./validate.js";
 import { serveWatch } from "./watch.js";
 
@@ -74,8 +75,40 @@ export class Services {
     throw errors.noSpace();
   }
 
-  range(r: etcdserverpb.RangeRequest): etcdserverpb.RangeResponse {
+  /** Who a call runs as, from its `token` (gRPC) or `authorization` (gateway) header. */
+  authInfo(headers: Record<string, string | string[] | undefined>): AuthInfo | undefined {
+    const raw = headers.token ?? headers.authorization;
+    const token = Array.isArray(raw) ? raw[0] : raw;
+    if (token === undefined || token === "") return undefined;
+    return this.server.auth.authInfoFromToken(token, this.server.clock.now());
+  }
+
+  /** Permission checks of a transaction: compares read, and each operation as itself (etcd's checkTxnReqsPermission). */
+  private checkTxnAuth(ai: AuthInfo | undefined, r: etcdserverpb.TxnRequest): void {
+    const auth = this.server.auth;
+    if (!auth.isEnabled) return;
+    for (const c of r.compare) auth.checkRange(ai, c.key, c.rangeEnd);
+    for (const op of [...r.success, ...r.failure]) {
+      if (op.requestRange) auth.checkRange(ai, op.requestRange.key, op.requestRange.rangeEnd);
+      else if (op.requestPut) this.checkPutAuth(ai, op.requestPut);
+      else if (op.requestDeleteRange) this.checkDeleteAuth(ai, op.requestDeleteRange);
+      else if (op.requestTxn) this.checkTxnAuth(ai, op.requestTxn);
+    }
+  }
+
+  private checkPutAuth(ai: AuthInfo | undefined, r: etcdserverpb.PutRequest): void {
+    this.server.auth.checkPut(ai, r.key);
+    if (r.prevKv) this.server.auth.checkRange(ai, r.key, Buffer.alloc(0));
+  }
+
+  private checkDeleteAuth(ai: AuthInfo | undefined, r: etcdserverpb.DeleteRangeRequest): void {
+    this.server.auth.checkDeleteRange(ai, r.key, r.rangeEnd);
+    if (r.prevKv) this.server.auth.checkRange(ai, r.key, r.rangeEnd);
+  }
+
+  range(r: etcdserverpb.RangeRequest, ai?: AuthInfo): etcdserverpb.RangeResponse {
     checkRangeRequest(r);
+    this.server.auth.checkRange(ai, r.key, r.rangeEnd);
     try {
       return this.fill(this.server.applier.range(r));
     } catch (err) {
@@ -83,19 +116,25 @@ export class Services {
     }
   }
 
-  async put(r: etcdserverpb.PutRequest): Promise<etcdserverpb.PutResponse> {
+  async put(r: etcdserverpb.PutRequest, ai?: AuthInfo): Promise<etcdserverpb.PutResponse> {
     checkPutRequest(r);
+    this.checkPutAuth(ai, r);
     await this.checkQuota(costPut(r));
     return this.fill(await this.propose<etcdserverpb.PutResponse>({ kind: "put", req: r }));
   }
 
-  async deleteRange(r: etcdserverpb.DeleteRangeRequest): Promise<etcdserverpb.DeleteRangeResponse> {
+  async deleteRange(
+    r: etcdserverpb.DeleteRangeRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.DeleteRangeResponse> {
     checkDeleteRequest(r);
+    this.checkDeleteAuth(ai, r);
     return this.fill(await this.propose<etcdserverpb.DeleteRangeResponse>({ kind: "deleteRange", req: r }));
   }
 
-  async txn(r: etcdserverpb.TxnRequest): Promise<etcdserverpb.TxnResponse> {
+  async txn(r: etcdserverpb.TxnRequest, ai?: AuthInfo): Promise<etcdserverpb.TxnResponse> {
     checkTxnRequest(r, this.opts.maxTxnOps);
+    this.checkTxnAuth(ai, r);
     await this.checkQuota(costTxn(r));
     return this.fill(await this.propose<etcdserverpb.TxnResponse>({ kind: "txn", req: r }));
   }
@@ -117,7 +156,14 @@ export class Services {
     return this.fill<etcdserverpb.LeaseGrantResponse>({ ID: out.ID, TTL: out.TTL, error: "" });
   }
 
-  async leaseRevoke(r: etcdserverpb.LeaseRevokeRequest): Promise<etcdserverpb.LeaseRevokeResponse> {
+  async leaseRevoke(
+    r: etcdserverpb.LeaseRevokeRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.LeaseRevokeResponse> {
+    // Revoking deletes the lease's keys: the caller needs write permission on each (etcd's checkLeasePuts).
+    const l = this.server.lessor.lookup(r.ID);
+    if (l && this.server.auth.isEnabled)
+      for (const k of l.keys) this.server.auth.checkPut(ai, Buffer.from(k, "latin1"));
     await this.propose({ kind: "leaseRevoke", req: r });
     return this.fill({});
   }
@@ -206,19 +252,21 @@ export class Services {
 
   /** Registers every service on the router. */
   register(router: GrpcRouter): void {
-    router.unary(KVService.range, (r) => this.range(r));
-    router.unary(KVService.put, (r) => this.put(r));
-    router.unary(KVService.deleteRange, (r) => this.deleteRange(r));
-    router.unary(KVService.txn, (r) => this.txn(r));
+    const ai = (ctx: CallContext) => this.authInfo(ctx.headers);
+    router.unary(KVService.range, (r, ctx) => this.range(r, ai(ctx)));
+    router.unary(KVService.put, (r, ctx) => this.put(r, ai(ctx)));
+    router.unary(KVService.deleteRange, (r, ctx) => this.deleteRange(r, ai(ctx)));
+    router.unary(KVService.txn, (r, ctx) => this.txn(r, ai(ctx)));
     router.unary(KVService.compact, (r) => this.compact(r));
     router.bidi(WatchService.watch, (stream) =>
       serveWatch(this.server, stream, {
         maxRequestBytes: this.opts.maxRequestBytes,
         progressIntervalMs: this.opts.progressIntervalMs,
+        authInfo: () => this.authInfo(stream.ctx.headers),
       }),
     );
     router.unary(LeaseService.leaseGrant, (r) => this.leaseGrant(r));
-    router.unary(LeaseService.leaseRevoke, (r) => this.leaseRevoke(r));
+    router.unary(LeaseService.leaseRevoke, (r, ctx) => this.leaseRevoke(r, ai(ctx)));
     router.unary(LeaseService.leaseTimeToLive, (r) => this.leaseTimeToLive(r));
     router.unary(LeaseService.leaseLeases, () => this.leaseLeases());
     router.bidi(LeaseService.leaseKeepAlive, (stream) => {

@@ -7,6 +7,7 @@
 // never holds a writer back.
 
 import { etcdserverpb, type mvccpb } from "@regmesh/proto";
+import type { AuthInfo } from "../auth/store.js";
 import type { Change, WatchDelivery, Watcher, WatchFilter } from "../mvcc/index.js";
 import { keyString } from "../mvcc/kvstore.js";
 import type { EtcdServer } from "../server/node.js";
@@ -19,6 +20,8 @@ export type WatchStreamOptions = {
   maxRequestBytes: number;
   /** Interval of progress notifications for watches that asked for them (etcd: 10 minutes). */
   progressIntervalMs: number;
+  /** Who the stream runs as (auth); checked at each watch creation. */
+  authInfo?: () => AuthInfo | undefined;
 };
 
 const emptyResponse = (): WatchResponse => ({
@@ -139,6 +142,19 @@ export function serveWatch(
       nextId += 1n;
     }
     if (end !== undefined && end !== "" && keyString(key) >= end) return fail("mvcc: watcher range is empty");
+    try {
+      // etcd's isWatchPermitted: reading the range is needed to watch it.
+      server.auth.checkRange(opts.authInfo?.(), Buffer.from(key), c.rangeEnd);
+    } catch {
+      return send({
+        ...emptyResponse(),
+        header: server.header(BigInt(wsrev)),
+        watchId: c.watchId,
+        created: true,
+        canceled: true,
+        cancelReason: "etcdserver: permission denied",
+      });
+    }
     const filters: WatchFilter[] = [];
     for (const f of c.filters) {
       if (f === etcdserverpb.WatchCreateRequest_FilterType.NOPUT) filters.push("noPut");

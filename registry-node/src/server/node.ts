@@ -8,6 +8,7 @@
 // on one member is its current state; with Raft it waits for a ReadIndex first).
 
 import { etcdserverpb } from "@regmesh/proto";
+import { AuthStore } from "../auth/store.js";
 import type { Config } from "../config/config.js";
 import { Lessor } from "../lease/lessor.js";
 import { BufferedBackend, buckets, type Storage } from "../mvcc/backend.js";
@@ -54,6 +55,7 @@ export class EtcdServer {
   readonly kv: KVStore;
   readonly watchable: WatchableStore;
   readonly applier: KVApplier;
+  readonly auth: AuthStore;
   private readonly ids: IdGenerator;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly compactions: { task: Task; resolve: () => void }[] = [];
@@ -88,11 +90,13 @@ export class EtcdServer {
     this.kv = new KVStore(this.backend, this.lessor);
     this.watchable = new WatchableStore(this.kv);
     this.applier = new KVApplier(this.kv, this.lessor);
+    this.auth = new AuthStore(this.backend);
   }
 
   /** Restores state from storage and starts the background work. */
   start(): void {
     this.lessor.restore();
+    this.auth.restore();
     this.backend.createBucket(buckets.alarm);
     this.backend.scan(buckets.alarm, new Uint8Array(0), undefined, (k) => {
       const a = etcdserverpb.AlarmMember.decode(k);
@@ -190,12 +194,61 @@ export class EtcdServer {
           return {};
         case "alarm":
           return this.applyAlarm(op.req);
+        default:
+          return this.applyAuth(op);
       }
     } catch (err) {
       throw toClientError(err);
     } finally {
       if (this.backend.pendingCount >= this.backend.batchLimit) this.commitBackend();
     }
+  }
+
+  /** Applies a user, role or auth change (see auth/store.ts); answers an empty response. */
+  private applyAuth(op: Op): object {
+    const a = this.auth;
+    const empty = Buffer.alloc(0);
+    switch (op.kind) {
+      case "authEnable":
+        a.enable();
+        break;
+      case "authDisable":
+        a.disable();
+        break;
+      case "authenticate":
+        a.assignToken(op.req.name, op.req.password, this.clock.now());
+        return { token: op.req.password };
+      case "userAdd":
+        a.userAdd(op.req.name, Buffer.from(op.req.password), op.req.options?.noPassword ?? false);
+        break;
+      case "userDelete":
+        a.userDelete(op.req.name);
+        break;
+      case "userChangePassword":
+        a.userChangePassword(op.req.name, Buffer.from(op.req.password));
+        break;
+      case "userGrantRole":
+        a.userGrantRole(op.req.user, op.req.role);
+        break;
+      case "userRevokeRole":
+        a.userRevokeRole(op.req.name, op.req.role);
+        break;
+      case "roleAdd":
+        a.roleAdd(op.req.name);
+        break;
+      case "roleDelete":
+        a.roleDelete(op.req.role);
+        break;
+      case "roleGrantPermission":
+        a.roleGrantPermission(op.req.name, op.req.perm ?? { permType: 0, key: empty, rangeEnd: empty });
+        break;
+      case "roleRevokePermission":
+        a.roleRevokePermission(op.req.role, op.req.key, op.req.rangeEnd);
+        break;
+      default:
+        throw new Error(`server: no applier for ${op.kind}`);
+    }
+    return {};
   }
 
   /** etcd's applierV3backend.Alarm: GET lists, ACTIVATE and DEACTIVATE change the set. */

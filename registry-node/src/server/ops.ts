@@ -12,7 +12,22 @@ export type Op =
   | { kind: "compaction"; req: etcdserverpb.CompactionRequest }
   | { kind: "leaseGrant"; req: etcdserverpb.LeaseGrantRequest }
   | { kind: "leaseRevoke"; req: etcdserverpb.LeaseRevokeRequest }
-  | { kind: "alarm"; req: etcdserverpb.AlarmRequest };
+  | { kind: "alarm"; req: etcdserverpb.AlarmRequest }
+  | { kind: "authEnable"; req: etcdserverpb.AuthEnableRequest }
+  | { kind: "authDisable"; req: etcdserverpb.AuthDisableRequest }
+  /** `password` carries the issued token, never the password. */
+  | { kind: "authenticate"; req: etcdserverpb.AuthenticateRequest }
+  /** `password` carries the bcrypt hash, never the password. */
+  | { kind: "userAdd"; req: etcdserverpb.AuthUserAddRequest }
+  | { kind: "userDelete"; req: etcdserverpb.AuthUserDeleteRequest }
+  /** `password` carries the bcrypt hash, never the password. */
+  | { kind: "userChangePassword"; req: etcdserverpb.AuthUserChangePasswordRequest }
+  | { kind: "userGrantRole"; req: etcdserverpb.AuthUserGrantRoleRequest }
+  | { kind: "userRevokeRole"; req: etcdserverpb.AuthUserRevokeRoleRequest }
+  | { kind: "roleAdd"; req: etcdserverpb.AuthRoleAddRequest }
+  | { kind: "roleDelete"; req: etcdserverpb.AuthRoleDeleteRequest }
+  | { kind: "roleGrantPermission"; req: etcdserverpb.AuthRoleGrantPermissionRequest }
+  | { kind: "roleRevokePermission"; req: etcdserverpb.AuthRoleRevokePermissionRequest };
 
 const codecs = {
   put: [1, etcdserverpb.PutRequest],
@@ -22,6 +37,18 @@ const codecs = {
   leaseGrant: [5, etcdserverpb.LeaseGrantRequest],
   leaseRevoke: [6, etcdserverpb.LeaseRevokeRequest],
   alarm: [7, etcdserverpb.AlarmRequest],
+  authEnable: [10, etcdserverpb.AuthEnableRequest],
+  authDisable: [11, etcdserverpb.AuthDisableRequest],
+  authenticate: [12, etcdserverpb.AuthenticateRequest],
+  userAdd: [13, etcdserverpb.AuthUserAddRequest],
+  userDelete: [14, etcdserverpb.AuthUserDeleteRequest],
+  userChangePassword: [15, etcdserverpb.AuthUserChangePasswordRequest],
+  userGrantRole: [16, etcdserverpb.AuthUserGrantRoleRequest],
+  userRevokeRole: [17, etcdserverpb.AuthUserRevokeRoleRequest],
+  roleAdd: [18, etcdserverpb.AuthRoleAddRequest],
+  roleDelete: [19, etcdserverpb.AuthRoleDeleteRequest],
+  roleGrantPermission: [20, etcdserverpb.AuthRoleGrantPermissionRequest],
+  roleRevokePermission: [21, etcdserverpb.AuthRoleRevokePermissionRequest],
 } as const;
 type Kind = keyof typeof codecs;
 const byTag = new Map<number, Kind>(Object.entries(codecs).map(([k, [tag]]) => [tag, k as Kind]));

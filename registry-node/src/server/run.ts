@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import type http from "node:http";
 import { pino } from "pino";
+import { AuthService } from "../api/auth.js";
 import { Concurrency } from "../api/concurrency.js";
 import { GrpcRouter } from "../api/grpc.js";
 import { createHttpHandler } from "../api/http.js";
@@ -43,8 +44,10 @@ export async function runMember(config: Config): Promise<RunningMember> {
   services.register(router);
   const concurrency = new Concurrency(services);
   concurrency.register(router);
+  const auth = new AuthService(services);
+  auth.register(router);
   const metrics = new Metrics(server);
-  const httpHandler = createHttpHandler(services, metrics, concurrency);
+  const httpHandler = createHttpHandler(services, metrics, concurrency, auth);
   const onHttp1: http.RequestListener = (req, res) => {
     void httpHandler(req, res);
   };

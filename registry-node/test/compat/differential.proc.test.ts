@@ -194,6 +194,55 @@ describe("etcdctl against etcd and registry-node: same normalised output", () =>
     ]);
   });
 
+  it("auth: users, roles, permissions allowed and denied, enable and disable", async () => {
+    const root = ["--user", "root:rootpw"];
+    const u1 = ["--user", "u1:pw1"];
+    await differential([
+      p("put", "au/x", "1"),
+      p("auth", "enable"),
+      p("user", "add", "root:rootpw"),
+      p("auth", "enable"),
+      p("role", "add", "root"),
+      p("user", "grant-role", "root", "root"),
+      p("auth", "enable"),
+      p("get", "au/x"),
+      p("get", "au/x", ...root),
+      p("get", "au/x", "--user", "root:wrong"),
+      p("role", "add", "r1", ...root),
+      p("role", "add", "r1", ...root),
+      p("role", "grant-permission", "r1", "read", "au/x", ...root),
+      p("role", "grant-permission", "r1", "readwrite", "au/p/", "--prefix", ...root),
+      p("user", "add", "u1:pw1", ...root),
+      p("user", "grant-role", "u1", "r1", ...root),
+      p("user", "grant-role", "u1", "nosuchrole", ...root),
+      p("get", "au/x", ...u1),
+      p("put", "au/x", "2", ...u1),
+      p("put", "au/p/1", "v", ...u1),
+      p("get", "au/p/", "--prefix", ...u1),
+      p("get", "au/", "--prefix", ...u1),
+      p("del", "au/p/1", ...u1),
+      p("user", "list", ...u1),
+      p("user", "get", "u1", ...root),
+      p("role", "get", "r1", ...root),
+      p("user", "list", ...root),
+      p("role", "list", ...root),
+      p("role", "revoke-permission", "r1", "au/x", ...root),
+      p("get", "au/x", ...u1),
+      p("role", "revoke-permission", "r1", "au/x", ...root),
+      p("user", "revoke-role", "u1", "r1", ...root),
+      p("user", "revoke-role", "u1", "r1", ...root),
+      p("user", "delete", "root", ...root),
+      p("role", "delete", "root", ...root),
+      p("auth", "disable", ...u1),
+      p("auth", "disable", ...root),
+      p("get", "au/x"),
+      p("user", "delete", "u1"),
+      p("user", "delete", "root"),
+      p("role", "delete", "r1"),
+      p("role", "delete", "root"),
+    ]);
+  });
+
   it("errors: oversize request", async () => {
     // etcdctl reads the value from stdin when it is not an argument (argv cannot hold 1.6 MB).
     await differential([
