@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import https from "node:https";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "./ports.js";
@@ -31,6 +32,19 @@ export type StartClusterOptions = {
   env?: Record<string, string | undefined>;
   /** How long to wait for every member to report healthy (default 30 s). */
   healthTimeoutMs?: number;
+  /** Serve clients over TLS (https URLs) with these files; the health check uses them too. */
+  clientTls?: ClientTls;
+};
+
+export type ClientTls = {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** --client-cert-auth: clients must present a certificate signed by caFile. */
+  clientCertAuth?: boolean;
+  /** The certificate the kit's own health checks present. */
+  clientCertFile?: string;
+  clientKeyFile?: string;
 };
 
 const repoRoot = fileURLToPath(new URL("../../", import.meta.url));
@@ -55,10 +69,11 @@ export class Member {
     readonly logDir: string,
     private readonly flags: () => string[],
     private readonly env: Record<string, string | undefined> | undefined,
+    readonly clientTls: ClientTls | undefined = undefined,
   ) {}
 
   get clientUrl(): string {
-    return `http://127.0.0.1:${this.clientPort}`;
+    return `${this.clientTls ? "https" : "http"}://127.0.0.1:${this.clientPort}`;
   }
   get peerUrl(): string {
     return `http://127.0.0.1:${this.peerPort}`;
@@ -98,6 +113,7 @@ export class Member {
   /** GET /health answers {"health":"true"}. */
   async healthy(): Promise<boolean> {
     if (!this.proc?.running) return false;
+    if (this.clientTls) return this.healthyTls(this.clientTls);
     try {
       const res = await fetch(`${this.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
       const body = (await res.json()) as { health?: string };
@@ -105,6 +121,29 @@ export class Member {
     } catch {
       return false;
     }
+  }
+
+  private healthyTls(t: ClientTls): Promise<boolean> {
+    return new Promise((resolve) => {
+      const req = https.get(
+        `${this.clientUrl}/health`,
+        {
+          ca: readFileSync(t.caFile),
+          cert: t.clientCertFile ? readFileSync(t.clientCertFile) : undefined,
+          key: t.clientKeyFile ? readFileSync(t.clientKeyFile) : undefined,
+          timeout: 1000,
+        },
+        (res) => {
+          let body = "";
+          res.on("data", (c) => {
+            body += c;
+          });
+          res.on("end", () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
+        },
+      );
+      req.on("error", () => resolve(false));
+      req.on("timeout", () => req.destroy());
+    });
   }
 
   async stop(): Promise<void> {
@@ -175,13 +214,22 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
   const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peerPort}`).join(",");
   const token = `regmesh-test-${specs[0]!.clientPort}`;
 
+  const scheme = opts.clientTls ? "https" : "http";
   const members = specs.map((s) => {
     const dataDir = join(root, `${s.name}.data`);
     const flags = () => [
       `--name=${s.name}`,
       `--data-dir=${dataDir}`,
-      `--listen-client-urls=http://127.0.0.1:${s.clientPort}`,
-      `--advertise-client-urls=http://127.0.0.1:${s.clientPort}`,
+      `--listen-client-urls=${scheme}://127.0.0.1:${s.clientPort}`,
+      `--advertise-client-urls=${scheme}://127.0.0.1:${s.clientPort}`,
+      ...(opts.clientTls
+        ? [
+            `--cert-file=${opts.clientTls.certFile}`,
+            `--key-file=${opts.clientTls.keyFile}`,
+            `--trusted-ca-file=${opts.clientTls.caFile}`,
+            ...(opts.clientTls.clientCertAuth ? ["--client-cert-auth"] : []),
+          ]
+        : []),
       `--listen-peer-urls=http://127.0.0.1:${s.peerPort}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${s.peerPort}`,
       `--initial-cluster=${initialCluster}`,
@@ -192,7 +240,17 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
       ...(kind === "etcd" ? ["--logger=zap", "--log-outputs=stderr"] : []),
       ...(opts.extraArgs ?? []),
     ];
-    return new Member(kind, s.name, s.clientPort, s.peerPort, dataDir, logDir, flags, opts.env);
+    return new Member(
+      kind,
+      s.name,
+      s.clientPort,
+      s.peerPort,
+      dataDir,
+      logDir,
+      flags,
+      opts.env,
+      opts.clientTls,
+    );
   });
 
   const cluster = new Cluster(kind, members, temp?.remove);

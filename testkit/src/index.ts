@@ -1,3 +1,4 @@
+export * from "./certs.js";
 export * from "./cluster.js";
 export * from "./command.js";
 export * from "./faultproxy.js";

@@ -219,7 +219,7 @@ export class Concurrency {
       const report = () => {
         const { header, kv } = this.leaderOf(r.name);
         if (kv === undefined) return;
-        if (last && last.key.equals(kv.key) && last.modRevision === kv.modRevision) return;
+        if (last?.key.equals(kv.key) && last.modRevision === kv.modRevision) return;
         last = kv;
         stream.write({ header, kv });
       };

@@ -14,6 +14,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
+import tls from "node:tls";
 
 const preface = Buffer.from("PRI * HTTP/2.0");
 
@@ -56,6 +57,12 @@ export type ClientListenerOptions = {
   onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
   /** HTTP/1.1 handler; undefined makes the port HTTP/2 only (native sockets). */
   onHttp1?: http.RequestListener;
+  /**
+   * TLS (https URLs). ALPN picks HTTP/2 or HTTP/1.1, so both go to their server natively;
+   * with `requestCert` a client without a certificate signed by `ca` is refused in the
+   * handshake (etcd's --client-cert-auth).
+   */
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer; requestCert: boolean };
 };
 
 export type ClientListener = {
@@ -74,6 +81,36 @@ export function createClientListener(opts: ClientListenerOptions): ClientListene
   h2.on("sessionError", () => {});
   const h1 = opts.onHttp1 ? http.createServer({ keepAliveTimeout: 60_000 }, opts.onHttp1) : undefined;
   const sockets = new Set<net.Socket>();
+  if (opts.tls) {
+    const t = opts.tls;
+    const server = tls.createServer(
+      {
+        cert: t.cert,
+        key: t.key,
+        ca: t.ca,
+        requestCert: t.requestCert,
+        rejectUnauthorized: t.requestCert,
+        ALPNProtocols: h1 ? ["h2", "http/1.1"] : ["h2"],
+      },
+      (socket) => {
+        sockets.add(socket);
+        socket.on("close", () => sockets.delete(socket));
+        if (socket.alpnProtocol === "h2" || h1 === undefined) h2.emit("connection", socket);
+        else h1.emit("connection", socket);
+      },
+    );
+    server.on("tlsClientError", () => {});
+    return {
+      server,
+      http2Server: h2,
+      http1Server: h1,
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          for (const s of sockets) s.destroy();
+        }),
+    };
+  }
   const server = net.createServer({ pauseOnConnect: h1 !== undefined, noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));

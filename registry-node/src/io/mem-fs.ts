@@ -89,7 +89,7 @@ export class MemFileSystem implements FileSystem {
   private parentMustExist(path: string): void {
     const parent = posix.dirname(path);
     const p = this.nodes.get(parent);
-    if (!p || p.kind !== "dir") throw new FsError("ENOENT", `no such directory: ${parent}`);
+    if (p?.kind !== "dir") throw new FsError("ENOENT", `no such directory: ${parent}`);
   }
 
   open(path: string, opts: OpenOptions = {}): FileHandle {

@@ -1,5 +1,4 @@
 import * as fs from "node:fs";
-import { dirname } from "node:path";
 import type { FileHandle, FileSystem, OpenOptions } from "./types.js";
 
 // The real file system over node:fs. Data calls are synchronous and fsync has an async
@@ -103,7 +102,7 @@ export class NodeFileSystem implements FileSystem {
   }
 
   syncDir(path: string): void {
-    const fd = fs.openSync(path || dirname(path), fs.constants.O_RDONLY);
+    const fd = fs.openSync(path, fs.constants.O_RDONLY);
     try {
       fs.fsyncSync(fd);
     } finally {

@@ -8,6 +8,8 @@ export const heartbeatIntervalTicksDefault = 1;
 export const maxSizePerMsgBytesDefault = 1024 * 1024;
 /** Most MsgApp in flight to one follower in the replicate state (etcd Config.MaxInflightMsgs). */
 export const maxInflightMsgsDefault = 256;
+/** Most entry bytes in flight to one follower; 0 means bounded by count only (etcd MaxInflightBytes). */
+export const maxInflightBytesDefault = 0;
 /** Most bytes of committed entries handed to the application in one Ready. */
 export const maxCommittedSizePerReadyBytesDefault = 16 * 1024 * 1024;
 /** Most ReadIndex requests waiting for a heartbeat quorum on a leader (bounded queue). */

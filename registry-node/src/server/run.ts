@@ -1,7 +1,7 @@
 // Starts a member from its configuration: storage in the data directory, the state
 // machine, and the client listeners; stops it cleanly on SIGTERM/SIGINT.
 
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import type http from "node:http";
 import { pino } from "pino";
 import { AuthService } from "../api/auth.js";
@@ -53,8 +53,21 @@ export async function runMember(config: Config): Promise<RunningMember> {
   };
 
   const listeners: ClientListener[] = [];
+  const t = config.tls;
   for (const url of config.listenClientUrls) {
+    const secure = url.protocol === "https:";
+    if (secure && (t.certFile === "" || t.keyFile === "")) {
+      throw new Error(`TLS key/cert (--cert-file, --key-file) must be provided for client url ${url.origin}`);
+    }
     const l = createClientListener({
+      tls: secure
+        ? {
+            cert: readFileSync(t.certFile),
+            key: readFileSync(t.keyFile),
+            ca: t.trustedCaFile === "" ? undefined : readFileSync(t.trustedCaFile),
+            requestCert: t.clientCertAuth,
+          }
+        : undefined,
       onStream: (stream, headers) => {
         if (router.isGrpc(headers)) router.handle(stream, headers);
         else {
