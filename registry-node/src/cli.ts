@@ -35,13 +35,13 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  if (config.initialCluster.size > 1) {
-    process.stderr.write(
-      "registry-node: clusters of more than one member need the Raft transport, which is not wired in yet\n",
-    );
-    return 2;
+  let member: Awaited<ReturnType<typeof runMember>>;
+  try {
+    member = await runMember(config);
+  } catch (err) {
+    process.stderr.write(`registry-node: ${(err as Error).message}\n`);
+    return 1;
   }
-  const member = await runMember(config);
   await new Promise<void>((resolve) => {
     const onSignal = () => resolve();
     process.once("SIGTERM", onSignal);

@@ -81,7 +81,7 @@ export class Concurrency {
   /** Waits until no key under `prefix` has a creation revision <= maxCreateRev; returns the last header. */
   private async waitDeletes(prefix: Buffer, maxCreateRev: bigint, signal: AbortSignal) {
     for (;;) {
-      const r = this.services.range(
+      const r = await this.services.range(
         S.RangeRequest.create({
           key: prefix,
           rangeEnd: prefixEnd(prefix),
@@ -188,9 +188,11 @@ export class Concurrency {
     return { header: await this.resignAt(l.key, l.rev) };
   }
 
-  leaderOf(name: Buffer): { header: etcdserverpb.ResponseHeader; kv: mvccpb.KeyValue | undefined } {
+  async leaderOf(
+    name: Buffer,
+  ): Promise<{ header: etcdserverpb.ResponseHeader; kv: mvccpb.KeyValue | undefined }> {
     const prefix = Buffer.concat([name, Buffer.from("/")]);
-    const r = this.services.range(
+    const r = await this.services.range(
       S.RangeRequest.create({
         key: prefix,
         rangeEnd: prefixEnd(prefix),
@@ -202,8 +204,8 @@ export class Concurrency {
     return { header: r.header!, kv: r.kvs[0] };
   }
 
-  leader(r: v3electionpb.LeaderRequest): v3electionpb.LeaderResponse {
-    const { header, kv } = this.leaderOf(r.name);
+  async leader(r: v3electionpb.LeaderRequest): Promise<v3electionpb.LeaderResponse> {
+    const { header, kv } = await this.leaderOf(r.name);
     if (kv === undefined) throw errNoLeader();
     return { header, kv };
   }
@@ -216,21 +218,21 @@ export class Concurrency {
       started = true;
       const prefix = Buffer.concat([r.name, Buffer.from("/")]);
       let last: mvccpb.KeyValue | undefined;
-      const report = () => {
-        const { header, kv } = this.leaderOf(r.name);
+      const report = async () => {
+        const { header, kv } = await this.leaderOf(r.name);
         if (kv === undefined) return;
         if (last?.key.equals(kv.key) && last.modRevision === kv.modRevision) return;
         last = kv;
         stream.write({ header, kv });
       };
-      report();
+      void report();
       const w = this.server.watchable.watch({
         key: prefix.toString("latin1"),
         end: prefixEnd(prefix).toString("latin1"),
         startRev: 0,
         filters: [],
         send: () => {
-          report();
+          void report();
           return true;
         },
       });

@@ -106,14 +106,21 @@ export class Services {
     if (r.prevKv) this.server.auth.checkRange(ai, r.key, r.rangeEnd);
   }
 
-  range(r: etcdserverpb.RangeRequest, ai?: AuthInfo): etcdserverpb.RangeResponse {
+  /** Linearizable unless `serializable`: a ReadIndex round first (Raft thesis §6.4). */
+  async range(r: etcdserverpb.RangeRequest, ai?: AuthInfo): Promise<etcdserverpb.RangeResponse> {
     checkRangeRequest(r);
     this.server.auth.checkRange(ai, r.key, r.rangeEnd);
+    if (!r.serializable) await this.server.linearizableRead();
     try {
       return this.fill(this.server.applier.range(r));
     } catch (err) {
       throw toClientError(err);
     }
+  }
+
+  /** `hasleader` metadata: the client wants an error, not a wait, when there is no leader. */
+  checkLeader(headers: Record<string, string | string[] | undefined>): void {
+    if (headers.hasleader === "true" && this.server.leaderId === 0n) throw errors.noLeader();
   }
 
   async put(r: etcdserverpb.PutRequest, ai?: AuthInfo): Promise<etcdserverpb.PutResponse> {
@@ -207,10 +214,10 @@ export class Services {
     return this.fill<etcdserverpb.StatusResponse>({
       version: etcdServerVersion,
       dbSize: BigInt(s.dbSize()),
-      leader: s.memberId,
-      raftIndex: BigInt(s.kv.consistentIndex),
+      leader: s.leaderId,
+      raftIndex: BigInt(s.driver?.lastIndex ?? s.kv.consistentIndex),
       raftTerm: s.raftTerm,
-      raftAppliedIndex: BigInt(s.kv.consistentIndex),
+      raftAppliedIndex: BigInt(s.driver?.applied ?? s.kv.consistentIndex),
       errors: [],
       dbSizeInUse: BigInt(s.dbSize()),
       isLearner: false,
@@ -237,34 +244,38 @@ export class Services {
   }
 
   memberList(): etcdserverpb.MemberListResponse {
-    return this.fill<etcdserverpb.MemberListResponse>({
-      members: [
-        {
-          ID: this.server.memberId,
-          name: this.opts.name,
-          peerURLs: this.opts.peerUrls,
-          clientURLs: this.opts.clientUrls,
-          isLearner: false,
-        },
-      ],
-    });
+    const members = [...this.server.members.values()].map((m) => ({
+      ...m,
+      // A member that has not published yet shows no name, as in etcd's "unstarted" state.
+      clientURLs: m.clientURLs,
+    }));
+    return this.fill<etcdserverpb.MemberListResponse>({ members });
   }
 
   /** Registers every service on the router. */
   register(router: GrpcRouter): void {
-    const ai = (ctx: CallContext) => this.authInfo(ctx.headers);
+    const ai = (ctx: CallContext) => {
+      this.checkLeader(ctx.headers);
+      return this.authInfo(ctx.headers);
+    };
     router.unary(KVService.range, (r, ctx) => this.range(r, ai(ctx)));
     router.unary(KVService.put, (r, ctx) => this.put(r, ai(ctx)));
     router.unary(KVService.deleteRange, (r, ctx) => this.deleteRange(r, ai(ctx)));
     router.unary(KVService.txn, (r, ctx) => this.txn(r, ai(ctx)));
     router.unary(KVService.compact, (r) => this.compact(r));
-    router.bidi(WatchService.watch, (stream) =>
+    router.bidi(WatchService.watch, (stream) => {
+      try {
+        this.checkLeader(stream.ctx.headers);
+      } catch (err) {
+        stream.end(err as never);
+        return;
+      }
       serveWatch(this.server, stream, {
         maxRequestBytes: this.opts.maxRequestBytes,
         progressIntervalMs: this.opts.progressIntervalMs,
         authInfo: () => this.authInfo(stream.ctx.headers),
-      }),
-    );
+      });
+    });
     router.unary(LeaseService.leaseGrant, (r) => this.leaseGrant(r));
     router.unary(LeaseService.leaseRevoke, (r, ctx) => this.leaseRevoke(r, ai(ctx)));
     router.unary(LeaseService.leaseTimeToLive, (r) => this.leaseTimeToLive(r));

@@ -18,7 +18,8 @@ import { WatchableStore } from "../mvcc/watchable.js";
 import { KVApplier } from "./apply-kv.js";
 import { EtcdError, errors } from "./errors.js";
 import { clusterId, IdGenerator, memberId } from "./ids.js";
-import type { Op } from "./ops.js";
+import { decodeOp, encodeOp, type Op } from "./ops.js";
+import type { RaftDriver } from "./raft-driver.js";
 
 export type Clock = { now(): number };
 export const systemClock: Clock = { now: () => Date.now() };
@@ -63,6 +64,17 @@ export class EtcdServer {
   private stopped = false;
   /** The Raft term; a single member elects itself at term 2, as etcd's does on first start. */
   raftTerm = 2n;
+  /** The Raft log behind `propose` (undefined: apply at once, for in-process tests). */
+  driver: RaftDriver | undefined;
+  /** Proposals waiting for their entry to be applied, by request id. */
+  private readonly waiting = new Map<
+    bigint,
+    { resolve: (v: unknown) => void; reject: (e: unknown) => void }
+  >();
+  /** The cluster's members: ids, names, peer and client URLs (MemberList). */
+  readonly members = new Map<bigint, etcdserverpb.Member>();
+  /** Member id of the current leader (0 when none is known). */
+  leaderId = 0n;
   /** Active alarms, keyed "memberId:type" (persisted in the `alarm` bucket, as etcd's alarm store). */
   readonly alarms = new Map<string, etcdserverpb.AlarmMember>();
 
@@ -91,10 +103,31 @@ export class EtcdServer {
     this.watchable = new WatchableStore(this.kv);
     this.applier = new KVApplier(this.kv, this.lessor);
     this.auth = new AuthStore(this.backend);
+    for (const [name, urls] of config.initialCluster) {
+      const peerURLs = urls.map((u) => u.origin);
+      const ID = memberId(peerURLs, config.initialClusterToken);
+      this.members.set(ID, { ID, name, peerURLs, clientURLs: [], isLearner: false });
+    }
+    if (config.initialCluster.size === 1) this.leaderId = this.memberId;
+  }
+
+  /** etcd's request timeout: 5 s plus two election timeouts. */
+  get requestTimeoutMs(): number {
+    return 5000 + 2 * this.config.electionTimeoutMs;
   }
 
   /** Restores state from storage and starts the background work. */
   start(): void {
+    this.restore();
+    if (this.driver === undefined) {
+      // One member without a log: it is the leader and owns lease expiry.
+      this.lessor.promote(this.config.electionTimeoutMs, this.clock.now());
+    }
+    this.startTimers();
+  }
+
+  /** Reads the state machine back from storage (before the log replays anything after it). */
+  restore(): void {
     this.lessor.restore();
     this.auth.restore();
     this.backend.createBucket(buckets.alarm);
@@ -106,8 +139,9 @@ export class EtcdServer {
     const { scheduledCompact } = this.kv.restore();
     this.appliedIndex = this.kv.consistentIndex;
     if (scheduledCompact !== undefined) this.runCompaction(this.kv.resumeCompaction(scheduledCompact));
-    // One member is always the leader: it owns lease expiry.
-    this.lessor.promote(this.config.electionTimeoutMs, this.clock.now());
+  }
+
+  private startTimers(): void {
     const every = (ms: number, f: () => void) => {
       const t = setInterval(() => {
         try {
@@ -164,9 +198,54 @@ export class EtcdServer {
   /** Orders a write through the log and applies it; resolves with its response. */
   async propose(op: Op): Promise<unknown> {
     if (this.stopped) throw errors.stopped();
-    const result = this.apply(op, this.appliedIndex + 1);
+    let result: unknown;
+    if (this.driver === undefined) {
+      result = this.apply(op, this.appliedIndex + 1);
+    } else {
+      const id = this.nextId();
+      const deadlineMs = Date.now() + this.requestTimeoutMs;
+      const applied = new Promise<unknown>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(errors.timeout()), this.requestTimeoutMs);
+      });
+      try {
+        await Promise.race([this.driver.propose(encodeOp(id, op), deadlineMs), timeout]);
+        result = await Promise.race([applied, timeout]);
+      } finally {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+      }
+    }
     if (op.kind === "compaction" && op.req.physical) await (result as { physical: Promise<void> }).physical;
     return result;
+  }
+
+  /** Applies a committed log entry (from the Raft driver) and answers its proposer, if it waits here. */
+  applyEntry(index: number, data: Uint8Array): void {
+    const { id, op } = decodeOp(data);
+    const w = this.waiting.get(id);
+    try {
+      const result = this.apply(op, index);
+      w?.resolve(result);
+    } catch (err) {
+      w?.reject(err);
+    }
+  }
+
+  /** Waits until a linearizable read may be served from the local state (ReadIndex). */
+  async linearizableRead(): Promise<void> {
+    if (this.driver === undefined) return;
+    await this.driver.readIndex(Date.now() + this.requestTimeoutMs);
+  }
+
+  /** Called by the Raft driver when leadership changes. */
+  onLeaderChange(leaderId: bigint, isLeader: boolean, term: number): void {
+    this.leaderId = leaderId;
+    this.raftTerm = BigInt(term);
+    if (isLeader) this.lessor.promote(this.config.electionTimeoutMs, this.clock.now());
+    else this.lessor.demote();
+    this.log.info({ leader: leaderId.toString(16), term, isLeader }, "leader changed");
   }
 
   /** Applies one committed entry to the state machine, in log order. */
@@ -194,6 +273,11 @@ export class EtcdServer {
           return {};
         case "alarm":
           return this.applyAlarm(op.req);
+        case "publish": {
+          const m = this.members.get(op.req.ID);
+          if (m) this.members.set(op.req.ID, { ...m, name: op.req.name, clientURLs: op.req.clientURLs });
+          return {};
+        }
         default:
           return this.applyAuth(op);
       }

@@ -13,6 +13,8 @@ export type Op =
   | { kind: "leaseGrant"; req: etcdserverpb.LeaseGrantRequest }
   | { kind: "leaseRevoke"; req: etcdserverpb.LeaseRevokeRequest }
   | { kind: "alarm"; req: etcdserverpb.AlarmRequest }
+  /** A member announces its name and client URLs (etcd's publish of member attributes). */
+  | { kind: "publish"; req: etcdserverpb.Member }
   | { kind: "authEnable"; req: etcdserverpb.AuthEnableRequest }
   | { kind: "authDisable"; req: etcdserverpb.AuthDisableRequest }
   /** `password` carries the issued token, never the password. */
@@ -37,6 +39,7 @@ const codecs = {
   leaseGrant: [5, etcdserverpb.LeaseGrantRequest],
   leaseRevoke: [6, etcdserverpb.LeaseRevokeRequest],
   alarm: [7, etcdserverpb.AlarmRequest],
+  publish: [8, etcdserverpb.Member],
   authEnable: [10, etcdserverpb.AuthEnableRequest],
   authDisable: [11, etcdserverpb.AuthDisableRequest],
   authenticate: [12, etcdserverpb.AuthenticateRequest],

@@ -14,6 +14,7 @@ import { Services } from "../api/services.js";
 import type { Config } from "../config/config.js";
 import { MemStorage } from "../mvcc/mem-storage.js";
 import { EtcdServer } from "./node.js";
+import { startRaft } from "./raft-member.js";
 
 /** etcd's gRPC server accepts this much beyond --max-request-bytes (grpcOverheadBytes). */
 const grpcOverheadBytes = 512 * 1024;
@@ -23,9 +24,13 @@ export type RunningMember = { server: EtcdServer; stop(): Promise<void> };
 export async function runMember(config: Config): Promise<RunningMember> {
   const log = pino({ level: config.logLevel === "panic" ? "fatal" : config.logLevel }, pino.destination(2));
   mkdirSync(config.dataDir, { recursive: true });
-  // Storage: in memory until the bbolt engine (src/storage) is wired in; data does not survive a restart yet.
+  // The state machine's storage is in memory until the bbolt engine (src/storage) is wired
+  // in: on restart the member rebuilds it by replaying its WAL from the start (no log
+  // compaction happens meanwhile, so the WAL holds everything).
   const storage = new MemStorage();
   const server = new EtcdServer(config, storage, log);
+  server.restore();
+  const raft = await startRaft(config, server, log);
   server.start();
 
   const services = new Services(server, {
@@ -90,10 +95,25 @@ export async function runMember(config: Config): Promise<RunningMember> {
   }
   log.info({ name: config.name, dataDir: config.dataDir }, "ready to serve client requests");
 
+  // Announce this member's name and client URLs to the cluster (etcd's publish).
+  void server
+    .propose({
+      kind: "publish",
+      req: {
+        ID: server.memberId,
+        name: config.name,
+        peerURLs: [],
+        clientURLs: config.advertiseClientUrls.map((u) => u.origin),
+        isLearner: false,
+      },
+    })
+    .catch((err) => log.warn({ err }, "publishing member attributes failed"));
+
   let stopping: Promise<void> | undefined;
   const stop = () => {
     stopping ??= (async () => {
       await Promise.all(listeners.map((l) => l.close()));
+      await raft.stop();
       await server.stop();
       log.info({}, "stopped");
       log.flush();

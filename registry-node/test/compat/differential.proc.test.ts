@@ -40,6 +40,7 @@ function normalise(out: string, leases: string[]): string {
     .replace(/"member_id":\d+/g, '"member_id":<id>')
     .replace(/"raft_term":\d+/g, '"raft_term":<term>')
     .replace(/"(ClusterID|MemberID)" : \d+/g, '"$1" : <id>')
+    .replace(/"RaftTerm" : \d+/g, '"RaftTerm" : <term>')
     .replace(/127\.0\.0\.1:\d+/g, "<endpoint>")
     .replace(/\b[0-9a-f]{16}\b/g, "<hexid>");
 }
