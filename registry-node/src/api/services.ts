@@ -9,10 +9,13 @@ import { type EtcdServer, toClientError } from "../server/node.js";
 import { encodeOp, type Op } from "../server/ops.js";
 import { etcdServerVersion } from "../version.js";
 import type { CallContext, GrpcRouter } from "./grpc.js";
+import { serveSnapshot } from "./snapshot.js";
 import { checkDeleteRequest, checkPutRequest, checkRangeRequest, checkTxnRequest } from "./validate.js";
 import { serveWatch } from "./watch.js";
 
 export type ServiceOptions = {
+  /** Where temporary files (snapshot copies) go: the member's snap directory. */
+  workDir: string;
   maxTxnOps: number;
   /** The backend quota (--quota-backend-bytes); writes past it raise the NOSPACE alarm. */
   quotaBackendBytes: number;
@@ -292,6 +295,9 @@ export class Services {
     });
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
+    router.serverStream(MaintenanceService.snapshot, (stream) =>
+      serveSnapshot(this.server, stream, this.opts.workDir),
+    );
     router.unary(MaintenanceService.alarm, (r) => this.alarm(r));
     router.unary(ClusterService.memberList, () => this.memberList());
     router.unary(health.HealthService.check, (r) => {

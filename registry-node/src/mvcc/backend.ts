@@ -49,6 +49,8 @@ export interface Storage {
   close(): Promise<void>;
   /** Size of the data file in bytes (Status dbSize, the space quota). */
   sizeBytes(): number;
+  /** Writes a consistent copy of the data file (Maintenance.Snapshot); absent for in-memory storage. */
+  snapshotTo?(path: string): Promise<{ bytes: number }>;
 }
 
 const toKey = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");

@@ -1,4 +1,5 @@
 export * from "./backend.js";
+export * from "./bbolt-storage.js";
 export * from "./core/revision.js";
 export * from "./errors.js";
 export * from "./kvstore.js";

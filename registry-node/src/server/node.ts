@@ -61,6 +61,7 @@ export class EtcdServer {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly compactions: { task: Task; resolve: () => void }[] = [];
   private appliedIndex = 0;
+  private restored = false;
   private stopped = false;
   /** The Raft term; a single member elects itself at term 2, as etcd's does on first start. */
   raftTerm = 2n;
@@ -118,7 +119,7 @@ export class EtcdServer {
 
   /** Restores state from storage and starts the background work. */
   start(): void {
-    this.restore();
+    if (!this.restored) this.restore();
     if (this.driver === undefined) {
       // One member without a log: it is the leader and owns lease expiry.
       this.lessor.promote(this.config.electionTimeoutMs, this.clock.now());
@@ -128,6 +129,8 @@ export class EtcdServer {
 
   /** Reads the state machine back from storage (before the log replays anything after it). */
   restore(): void {
+    if (this.restored) throw new Error("server: state restored twice");
+    this.restored = true;
     this.lessor.restore();
     this.auth.restore();
     this.backend.createBucket(buckets.alarm);

@@ -69,8 +69,14 @@ export async function startRaft(config: Config, server: EtcdServer, log: Logger)
     loadIntoStorage(storage, restored);
     if (restored.repair) log.warn({ repair: restored.repair }, "repaired a torn WAL tail");
   }
-  // The state machine lives in memory for now, so everything after the snapshot is applied again.
-  const applied = storage.snapshot().metadata.index;
+  // The backend remembers the last entry it applied (meta/consistent_index, committed with
+  // the data it produced): the log replays only what came after it.
+  const applied = Math.max(storage.snapshot().metadata.index, server.kv.consistentIndex);
+  if (applied > storage.lastIndex()) {
+    throw new Error(
+      `the backend has applied entry ${applied} but the WAL ends at ${storage.lastIndex()}: the WAL and the data file do not belong together`,
+    );
+  }
 
   const raftToMember = new Map(members.map((m) => [raftIdOf(m), m]));
   const id = raftIdOf(server.memberId);

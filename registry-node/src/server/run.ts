@@ -3,6 +3,7 @@
 
 import { mkdirSync, readFileSync } from "node:fs";
 import type http from "node:http";
+import { join } from "node:path";
 import { pino } from "pino";
 import { AuthService } from "../api/auth.js";
 import { Concurrency } from "../api/concurrency.js";
@@ -12,7 +13,7 @@ import { type ClientListener, createClientListener } from "../api/listener.js";
 import { Metrics } from "../api/metrics.js";
 import { Services } from "../api/services.js";
 import type { Config } from "../config/config.js";
-import { MemStorage } from "../mvcc/mem-storage.js";
+import { BboltStorage } from "../mvcc/bbolt-storage.js";
 import { EtcdServer } from "./node.js";
 import { startRaft } from "./raft-member.js";
 
@@ -23,17 +24,17 @@ export type RunningMember = { server: EtcdServer; stop(): Promise<void> };
 
 export async function runMember(config: Config): Promise<RunningMember> {
   const log = pino({ level: config.logLevel === "panic" ? "fatal" : config.logLevel }, pino.destination(2));
-  mkdirSync(config.dataDir, { recursive: true });
-  // The state machine's storage is in memory until the bbolt engine (src/storage) is wired
-  // in: on restart the member rebuilds it by replaying its WAL from the start (no log
-  // compaction happens meanwhile, so the WAL holds everything).
-  const storage = new MemStorage();
+  // etcd's layout: the backend (a bbolt file with etcd's buckets) at member/snap/db.
+  const snapDir = join(config.dataDir, "member", "snap");
+  mkdirSync(snapDir, { recursive: true });
+  const storage = await BboltStorage.open(join(snapDir, "db"));
   const server = new EtcdServer(config, storage, log);
   server.restore();
   const raft = await startRaft(config, server, log);
   server.start();
 
   const services = new Services(server, {
+    workDir: snapDir,
     maxTxnOps: config.maxTxnOps,
     quotaBackendBytes: config.quotaBackendBytes,
     maxRequestBytes: config.maxRequestBytes,

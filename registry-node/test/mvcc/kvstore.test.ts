@@ -1,12 +1,22 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BufferedBackend, KVStore, MemStorage, MvccError } from "../../src/mvcc/index.js";
+import {
+  BboltStorage,
+  BufferedBackend,
+  KVStore,
+  MemStorage,
+  MvccError,
+  type Storage,
+} from "../../src/mvcc/index.js";
 
 const runs = process.env.REGMESH_LONG === "1" ? 1000 : 100;
 const enc = (s: string) => Buffer.from(s);
 const dec = (b: Uint8Array) => Buffer.from(b).toString();
 
-function newStore(storage = new MemStorage()) {
+function newStore(storage: Storage = new MemStorage()) {
   const backend = new BufferedBackend(storage);
   return { storage, backend, store: new KVStore(backend) };
 }
@@ -84,7 +94,42 @@ describe("KV store: revisions and versions as etcd reports them", () => {
 // Model: per revision, the full map of live keys -> {value, create, mod, version}.
 type Live = Map<string, { value: string; create: number; mod: number; version: number }>;
 
-describe("KV store against a snapshot-per-revision model", () => {
+// The same model test over both storages: the in-memory one, and the bbolt-format engine
+// in a temp file (reopened for the restart part, as a restarted member does).
+const storages: [
+  string,
+  () => Promise<{ storage: Storage; reopen: () => Promise<Storage>; done: () => Promise<void> }>,
+][] = [
+  [
+    "memory",
+    async () => {
+      const storage = new MemStorage();
+      return { storage, reopen: async () => storage, done: async () => {} };
+    },
+  ],
+  [
+    "bbolt file",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "regmesh-kv-"));
+      const path = join(dir, "db");
+      let storage: Storage = await BboltStorage.open(path, { noSync: true });
+      return {
+        storage,
+        reopen: async () => {
+          await storage.close();
+          storage = await BboltStorage.open(path, { noSync: true });
+          return storage;
+        },
+        done: async () => {
+          await storage.close();
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+  ],
+];
+
+describe.each(storages)("KV store against a snapshot-per-revision model (%s)", (_name, makeStorage) => {
   it("reads at every uncompacted revision, after compaction and after restart, match the model", async () => {
     const key = fc.constantFrom("a", "b", "c", "d", "e");
     const op = fc.oneof(
@@ -97,7 +142,8 @@ describe("KV store against a snapshot-per-revision model", () => {
         fc.nat(),
         fc.boolean(),
         async (txns, compactSeed, commitBeforeRestart) => {
-          const { storage, backend, store } = newStore();
+          const env = await makeStorage();
+          const { backend, store } = newStore(env.storage);
           const history = new Map<number, Live>([[1, new Map()]]);
           let live: Live = new Map();
           for (const ops of txns) {
@@ -160,13 +206,14 @@ describe("KV store against a snapshot-per-revision model", () => {
           }
           check(store, Math.max(1, compactAt));
           // Restart: a new store over the same storage sees the same state.
-          if (commitBeforeRestart) await backend.commit();
-          const reopened = commitBeforeRestart ? new KVStore(new BufferedBackend(storage)) : undefined;
-          if (reopened) {
+          if (commitBeforeRestart) {
+            await backend.commit();
+            const reopened = new KVStore(new BufferedBackend(await env.reopen()));
             reopened.restore();
             expect(reopened.rev).toBe(store.rev);
             check(reopened, Math.max(1, compactAt));
           }
+          await env.done();
         },
       ),
       { numRuns: runs },
