@@ -1,0 +1,192 @@
+// The discovery cache on disk, so a process that starts while the registry is down still routes
+// (DESIGN.md "Data paths: Discover").
+//
+// File format (one header line, then the body):
+//   REGMESH-CACHE 1 <sha256 of body, hex> <body length in bytes>\n<body: JSON>
+// Writes are atomic: a temp file in the same folder, fsync, rename over the target, fsync the
+// folder (so the rename itself survives a crash). On read, a file whose length or checksum does
+// not match (truncated, bit-flipped, half-written by something else) is rejected whole: a wrong
+// route is worse than no cached route.
+
+import { createHash, randomBytes } from "node:crypto";
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { mkdir, open, readFile, rename, stat, unlink } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import type { Result } from "../core/errors.js";
+import type { Instance } from "../core/instance.js";
+import { EtcdError, EtcdErrorCode } from "../etcd/errors.js";
+import { DISK_CACHE_BYTES_MAX } from "../etcd/limits.js";
+
+const MAGIC = "REGMESH-CACHE";
+const FORMAT_VERSION = 1;
+
+export interface CachedService {
+  /** The registry revision the set reflects. */
+  revision: string;
+  instances: Instance[];
+}
+
+export interface CacheSnapshot {
+  /** Wall-clock milliseconds when the snapshot was taken (Date.now()). */
+  savedAtMs: number;
+  prefix: string;
+  services: Record<string, CachedService>;
+}
+
+function sha256Hex(b: Buffer): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+export function encodeSnapshot(s: CacheSnapshot): Buffer {
+  const body = Buffer.from(JSON.stringify(s), "utf8");
+  const header = Buffer.from(`${MAGIC} ${FORMAT_VERSION} ${sha256Hex(body)} ${body.length}\n`, "utf8");
+  return Buffer.concat([header, body]);
+}
+
+function corrupt(why: string): Result<CacheSnapshot, EtcdError> {
+  return { ok: false, error: new EtcdError(EtcdErrorCode.CACHE_CORRUPT, `disk cache: ${why}`) };
+}
+
+function isInstanceLike(v: unknown): boolean {
+  if (typeof v !== "object" || v === null) return false;
+  const o = v as Record<string, unknown>;
+  return (
+    typeof o.id === "string" &&
+    typeof o.service === "string" &&
+    typeof o.address === "string" &&
+    typeof o.port === "number" &&
+    typeof o.protocol === "string" &&
+    typeof o.weight === "number" &&
+    Array.isArray(o.tags) &&
+    typeof o.metadata === "object" &&
+    o.metadata !== null
+  );
+}
+
+/** Checks header, length, checksum and shape; never throws. */
+export function decodeSnapshot(file: Buffer): Result<CacheSnapshot, EtcdError> {
+  const nl = file.indexOf(0x0a);
+  if (nl < 0 || nl > 200) return corrupt("no header line");
+  const parts = file.subarray(0, nl).toString("utf8").split(" ");
+  if (parts.length !== 4 || parts[0] !== MAGIC) return corrupt("bad magic");
+  if (parts[1] !== String(FORMAT_VERSION)) return corrupt(`unknown format version ${parts[1]}`);
+  const body = file.subarray(nl + 1);
+  if (!/^[0-9]+$/.test(parts[3]!) || Number(parts[3]) !== body.length) {
+    return corrupt(`length ${body.length} does not match the header's ${parts[3]} (truncated?)`);
+  }
+  if (sha256Hex(body) !== parts[2]) return corrupt("checksum mismatch");
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString("utf8"));
+  } catch {
+    return corrupt("body is not JSON");
+  }
+  const s = json as CacheSnapshot;
+  if (
+    typeof s !== "object" ||
+    s === null ||
+    typeof s.savedAtMs !== "number" ||
+    typeof s.prefix !== "string"
+  ) {
+    return corrupt("bad snapshot shape");
+  }
+  if (typeof s.services !== "object" || s.services === null) return corrupt("bad services");
+  for (const [name, svc] of Object.entries(s.services)) {
+    if (
+      typeof svc?.revision !== "string" ||
+      !Array.isArray(svc.instances) ||
+      !svc.instances.every(isInstanceLike)
+    ) {
+      return corrupt(`bad entry for service ${JSON.stringify(name)}`);
+    }
+  }
+  return { ok: true, value: s };
+}
+
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+}
+
+/** Writes the snapshot atomically: temp file, fsync, rename, fsync the folder. */
+export async function saveSnapshot(path: string, s: CacheSnapshot): Promise<void> {
+  const data = encodeSnapshot(s);
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const tmp = tempPath(path);
+  const fh = await open(tmp, "w", 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
+  const dh = await open(dir, "r");
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+/** The same as saveSnapshot, synchronously (for exit paths). */
+export function saveSnapshotSync(path: string, s: CacheSnapshot): void {
+  const data = encodeSnapshot(s);
+  const tmp = tempPath(path);
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    renameSync(tmp, path);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw err;
+  }
+  const dfd = openSync(dirname(path), "r");
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/** Reads a snapshot; a missing file is `ok: false` with CACHE_CORRUPT only if it exists but is bad. */
+export async function loadSnapshot(path: string): Promise<Result<CacheSnapshot, EtcdError> | undefined> {
+  try {
+    const st = await stat(path);
+    if (st.size > DISK_CACHE_BYTES_MAX) return corrupt(`file is larger than ${DISK_CACHE_BYTES_MAX} bytes`);
+  } catch {
+    return undefined;
+  }
+  return decodeSnapshot(await readFile(path));
+}
+
+export function loadSnapshotSync(path: string): Result<CacheSnapshot, EtcdError> | undefined {
+  try {
+    const st = statSync(path);
+    if (st.size > DISK_CACHE_BYTES_MAX) return corrupt(`file is larger than ${DISK_CACHE_BYTES_MAX} bytes`);
+    return decodeSnapshot(readFileSync(path));
+  } catch {
+    return undefined;
+  }
+}
