@@ -28,6 +28,7 @@ import {
   ErrCorrupt,
   ErrDatabaseNotOpen,
   ErrDatabaseReadOnly,
+  ErrFailed,
   ErrInvalid,
   ErrInvalidPageSize,
   type StorageError,
@@ -72,6 +73,10 @@ export type DbStats = {
   freePages: number;
   pendingPages: number;
   openReadTxs: number;
+  /** Bytes below the high-water mark (etcd's dbSize counts the file; this is bbolt tx.Size()). */
+  sizeBytes: number;
+  /** sizeBytes minus free and pending pages (etcd's dbSizeInUse). */
+  sizeInUseBytes: number;
   cacheBytes: number;
   cacheHits: number;
   cacheMisses: number;
@@ -98,6 +103,8 @@ export class DB implements TxHost {
   private batchCalls: BatchCall[] = [];
   private batchTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly slabPool: Uint8Array[] = [];
+  /** Set when a commit failed after its I/O began: the file may hold that commit's meta. */
+  private failure: unknown = null;
 
   private constructor(
     readonly fs: FileSystem,
@@ -160,7 +167,7 @@ export class DB implements TxHost {
     const head = new Uint8Array(PAGE_HEADER_SIZE + 64);
     if (this.file.read(head, 0) < head.length) throw new ErrInvalid("file too small");
     const m0 = decodeMeta(head);
-    let firstErr: StorageError | null = validateMeta(head, m0);
+    const firstErr: StorageError | null = validateMeta(head, m0);
     let pageSize = firstErr ? 0 : m0.pageSize;
     if (!pageSize) {
       // Meta 0 is torn or invalid: find meta 1 at every possible page size (bbolt does too).
@@ -192,14 +199,16 @@ export class DB implements TxHost {
     metas.sort((a, b) => (b.meta.txid || 0) - (a.meta.txid || 0));
     const good = metas.find((m) => !m.err);
     if (!good) throw metas[0]!.err ?? firstErr ?? new ErrInvalid();
-    firstErr = null;
     this.meta = good.meta;
     this.freelist = new Freelist();
     if (this.meta.freelist === PGID_NO_FREELIST) this.freelist.readIds(this.unreachablePages());
     else this.freelist.read(this.readPage(this.meta.freelist));
   }
 
-  /** Pages below the high-water mark that no bucket reaches (a file written with NoFreelistSync). */
+  /**
+   * Pages below the high-water mark that no bucket reaches: the freelist of a file written
+   * with NoFreelistSync (etcd's default). Walks every page, as bbolt does on such an open.
+   */
   private unreachablePages(): Pgid[] {
     const used = new Set<Pgid>([0, 1]);
     const tx = new Tx(this, this.meta, false);
@@ -260,6 +269,7 @@ export class DB implements TxHost {
   async beginWrite(): Promise<Tx> {
     this.checkOpen();
     if (this.opts.readOnly) throw new ErrDatabaseReadOnly();
+    if (this.failure) throw new ErrFailed(String(this.failure));
     await this.lockWriter();
     try {
       this.checkOpen();
@@ -327,8 +337,10 @@ export class DB implements TxHost {
   /** @internal TxHost: the commit I/O. */
   async commit(tx: Tx): Promise<void> {
     if (this.writer !== tx) throw new ErrDatabaseNotOpen("not the current writer");
+    let ioStarted = false;
     try {
       const plan = tx.prepareCommit();
+      ioStarted = true;
       const ps = this.pageSize;
       const need = plan.meta.pgid * ps;
       if (need > this.fileSize) {
@@ -349,10 +361,11 @@ export class DB implements TxHost {
       }
       this.file.write(plan.metaPage, (plan.meta.txid % 2) * ps);
       if (!this.opts.noSync) await this.file.datasyncAsync();
-      // Written pages are not cached (their slabs go back to the pool); drop stale copies of
-      // reused page ids. Nothing can read those ids before: they were free.
-      for (const p of plan.pages) this.cache.delete(p.id);
-      this.recycleSlabs(tx);
+      // The written pages go to the cache as they are (views into the commit's slabs, which
+      // the cache counts in full while any page of them is cached; see page-cache.ts).
+      for (const p of plan.pages) this.cache.put(p.id, p.buf);
+      tx.slabs.length = 0;
+      tx.pages.clear();
       this.meta = plan.meta;
       this.commits++;
       tx.closed = true;
@@ -360,6 +373,10 @@ export class DB implements TxHost {
       this.writer = null;
       this.unlockWriter();
     } catch (err) {
+      // After a failed write or fsync the disk may hold this commit's meta while memory does
+      // not, and reusing its pages could then corrupt it: refuse further writes (etcd panics
+      // on a failed fsync; a reopen reads whichever meta is valid). Reads stay possible.
+      if (ioStarted && !(err instanceof ErrCorrupt)) this.failure = err;
       tx.closed = true;
       this.release(tx);
       throw err;
@@ -491,11 +508,58 @@ export class DB implements TxHost {
       freePages: this.freelist.freeCount(),
       pendingPages: this.freelist.pendingCount(),
       openReadTxs: [...this.readers.values()].reduce((a, b) => a + b, 0),
+      sizeBytes: this.meta.pgid * this.pageSize,
+      sizeInUseBytes: (this.meta.pgid - this.freelist.count()) * this.pageSize,
       cacheBytes: this.cache.size,
       cacheHits: this.cache.hits,
       cacheMisses: this.cache.misses,
       commits: this.commits,
     };
+  }
+
+  /**
+   * Writes a consistent copy of the last committed state to a new file (bbolt Tx.WriteTo):
+   * both meta pages from the snapshot's meta (txid, and txid - 1 in page 1), then the file
+   * from page 2 to the high-water mark, read under a read transaction so no page it can
+   * reach is reused meanwhile. Free pages may hold anything. This is what a Raft snapshot
+   * or the Maintenance.Snapshot stream sends; writers keep committing while it runs.
+   */
+  async copyTo(
+    dstPath: string,
+    opts: { fs?: FileSystem; chunkBytes?: number } = {},
+  ): Promise<{ bytes: number }> {
+    const tx = this.begin();
+    const fs = opts.fs ?? this.fs;
+    let out: FileHandle | null = null;
+    try {
+      out = fs.open(dstPath, { create: true, exclusive: true });
+      const ps = this.pageSize;
+      for (let i = 0; i < 2; i++) {
+        const page = new Uint8Array(ps);
+        encodeMeta(page, { ...tx.meta, root: { ...tx.meta.root }, txid: tx.meta.txid - i });
+        page.fill(0, 0, 8);
+        page[0] = i; // bbolt writes page ids 0 and 1 whatever the txids are
+        out.write(page, i * ps);
+      }
+      const end = tx.meta.pgid * ps;
+      const chunk = Math.max(ps, Math.floor((opts.chunkBytes ?? 1 << 20) / ps) * ps);
+      const buf = new Uint8Array(chunk);
+      for (let off = 2 * ps; off < end; off += chunk) {
+        const n = Math.min(chunk, end - off);
+        const view = buf.subarray(0, n);
+        this.checkOpen();
+        if (this.file.read(view, off) < n)
+          throw new ErrInvalid(`file shorter than its high water mark at ${off}`);
+        out.write(view, off);
+        // Let the event loop (and writers) run between chunks.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      await out.syncAsync();
+      return { bytes: end };
+    } finally {
+      out?.close();
+      tx.rollback();
+    }
   }
 
   /** A copy of the committed meta (for tests and tools). */

@@ -8,7 +8,7 @@
 //   const v = await db.view((tx) => tx.bucket(k)?.get(key)); // snapshot readers
 //   await db.batch((tx) => ...);                             // coalesced small updates
 //   for (const e of bucket.prefix(p)) ...; bucket.range(start, end); bucket.cursor()
-//   await db.check(); db.stats(); await db.compactTo(dst, onProgress);
+//   await db.check(); db.stats(); await db.compactTo(dst, onProgress); await db.copyTo(dst);
 //
 // Bytes returned by get/cursors are views of cached pages: valid after the transaction
 // (pages are never mutated in place) but read-only, as in bbolt.

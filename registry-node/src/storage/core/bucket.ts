@@ -26,18 +26,8 @@ import {
   ErrValueTooLarge,
 } from "./errors.js";
 import { Node } from "./node.js";
-import {
-  branchKeyOffset,
-  branchKeySize,
-  branchPgid,
-  leafFlags,
-  leafKeyOffset,
-  leafKeySize,
-  leafValue,
-  pageCount,
-  pageFlags,
-  pageOverflow,
-} from "./page.js";
+import { branchPgid, leafFlags, leafValue, pageCount, pageFlags, pageOverflow } from "./page.js";
+import { branchChild, branchSearch, leafFind } from "./search.js";
 import type { Tx } from "./tx.js";
 import { assert, type Pgid } from "./types.js";
 
@@ -67,34 +57,16 @@ export class Bucket {
     // Fast path for untouched trees (every read transaction): descend the pages directly,
     // without a cursor stack. Same search as Cursor.search / nsearch.
     if (this.nodes.size === 0 && this.rootNode === null) {
-      let p = this.root === 0 ? this.page! : this.tx.page(this.root);
-      while ((pageFlags(p) & LEAF_PAGE_FLAG) === 0) {
-        const count = pageCount(p);
-        let lo = 0;
-        let hi = count;
-        let exact = false;
-        while (lo < hi) {
-          const mid = (lo + hi) >>> 1;
-          const c = compareAt(key, p, branchKeyOffset(p, mid), branchKeySize(p, mid));
-          if (c > 0) lo = mid + 1;
-          else {
-            if (c === 0) exact = true;
-            hi = mid;
-          }
-        }
-        if (!exact && lo > 0) lo--;
-        p = this.tx.page(branchPgid(p, lo));
+      const tx = this.tx;
+      const host = tx.pages.size === 0 ? tx.host : null;
+      let p = this.root === 0 ? this.page! : host ? host.readPage(this.root) : tx.page(this.root);
+      while ((p[8]! & LEAF_PAGE_FLAG) === 0) {
+        const child = branchChild(p, branchSearch(p, key));
+        p = host ? host.readPage(child) : tx.page(child);
       }
-      let lo = 0;
-      let hi = pageCount(p);
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        const c = compareAt(key, p, leafKeyOffset(p, mid), leafKeySize(p, mid));
-        if (c > 0) lo = mid + 1;
-        else if (c < 0) hi = mid;
-        else return leafFlags(p, mid) & BUCKET_LEAF_FLAG ? null : leafValue(p, mid);
-      }
-      return null;
+      const i = leafFind(p, key);
+      if (i < 0 || leafFlags(p, i) & BUCKET_LEAF_FLAG) return null;
+      return leafValue(p, i);
     }
     const kv = new Cursor(this).seekRaw(key);
     if (!kv || kv.flags & BUCKET_LEAF_FLAG || !equal(kv.key, key)) return null;
@@ -394,5 +366,3 @@ function latin1Bytes(s: string): Uint8Array {
   for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
   return b;
 }
-
-void LEAF_PAGE_FLAG;

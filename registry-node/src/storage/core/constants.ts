@@ -58,9 +58,9 @@ export const MAX_PGID = 2 ** 36;
 /** Page cache of the shell: at most this many bytes of pages are kept in memory. */
 export const PAGE_CACHE_BYTES_MAX = 256 * 1024 * 1024;
 /**
- * Dirty pages of a write transaction are cut from slabs of this size, which go back to a
- * pool after the commit (written pages are not cached: the pool's memory is reused, and
- * the cache never pins a whole slab for one hot page). Pool limit in bytes.
+ * Dirty pages of a write transaction are cut from slabs of this size: one allocation per
+ * 256 pages. After a commit the page cache holds the written pages (and so the slabs);
+ * the slabs of a rolled-back transaction go back to a pool of at most this many bytes.
  */
 export const SLAB_BYTES = 1 << 20;
 export const SLAB_POOL_BYTES_MAX = 64 * 1024 * 1024;

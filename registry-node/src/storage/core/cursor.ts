@@ -8,8 +8,6 @@ import { BRANCH_PAGE_FLAG, BUCKET_LEAF_FLAG, LEAF_PAGE_FLAG } from "./constants.
 import { ErrIncompatibleValue, ErrTxClosed, ErrTxNotWritable } from "./errors.js";
 import type { Node } from "./node.js";
 import {
-  branchKeyOffset,
-  branchKeySize,
   branchPgid,
   leafFlags,
   leafKey,
@@ -19,6 +17,7 @@ import {
   pageCount,
   pageFlags,
 } from "./page.js";
+import { branchChild, branchSearch, leafLowerBound } from "./search.js";
 import { assert, type Pgid } from "./types.js";
 
 class ElemRef {
@@ -97,7 +96,13 @@ export class Cursor {
     const kv = this.keyValue();
     if (!kv) return;
     if (kv.flags & BUCKET_LEAF_FLAG) throw new ErrIncompatibleValue();
-    this.node().del(kv.key);
+    const key = kv.key;
+    this.node().del(key);
+    // Re-position on the (now materialized) nodes, one before the entry that followed the
+    // deleted key, so that next() continues with it: deleting while iterating forward
+    // visits every entry once. (After a delete, use next(), not prev().)
+    this.seekRaw(key);
+    this.top().index--;
   }
 
   /** @internal Positions at the first key >= seek without skipping to the next leaf. */
@@ -121,7 +126,9 @@ export class Cursor {
       return compareAt(key, inode.key, 0, inode.key.length) === 0 ? inode.flags : -1;
     }
     const p = ref.page!;
-    return compareAt(key, p, leafKeyOffset(p, ref.index), leafKeySize(p, ref.index)) === 0 ? leafFlags(p, ref.index) : -1;
+    return compareAt(key, p, leafKeyOffset(p, ref.index), leafKeySize(p, ref.index)) === 0
+      ? leafFlags(p, ref.index)
+      : -1;
   }
 
   private top(): ElemRef {
@@ -213,24 +220,9 @@ export class Cursor {
       ref.index = index;
       this.search(key, node.inodes[index]!.pgid);
     } else {
-      const p = page!;
-      const count = pageCount(p);
-      let lo = 0;
-      let hi = count;
-      let exact = false;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        const c = compareAt(key, p, branchKeyOffset(p, mid), branchKeySize(p, mid));
-        if (c > 0) lo = mid + 1;
-        else {
-          if (c === 0) exact = true;
-          hi = mid;
-        }
-      }
-      let index = lo;
-      if (!exact && index > 0) index--;
+      const index = branchSearch(page!, key);
       ref.index = index;
-      this.search(key, branchPgid(p, index));
+      this.search(key, branchChild(page!, index));
     }
   }
 
@@ -241,15 +233,7 @@ export class Cursor {
       ref.index = ref.node.search(key);
       return;
     }
-    const p = ref.page!;
-    let lo = 0;
-    let hi = pageCount(p);
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (compareAt(key, p, leafKeyOffset(p, mid), leafKeySize(p, mid)) > 0) lo = mid + 1;
-      else hi = mid;
-    }
-    ref.index = lo;
+    ref.index = leafLowerBound(ref.page!, key);
   }
 
   /** @internal */

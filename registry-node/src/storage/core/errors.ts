@@ -35,3 +35,7 @@ export const ErrKeyTooLarge = def("STORAGE_ERR_KEY_TOO_LARGE", "key too large");
 export const ErrValueTooLarge = def("STORAGE_ERR_VALUE_TOO_LARGE", "value too large");
 export const ErrIncompatibleValue = def("STORAGE_ERR_INCOMPATIBLE_VALUE", "incompatible value");
 export const ErrCorrupt = def("STORAGE_ERR_CORRUPT", "consistency check failed");
+export const ErrFailed = def(
+  "STORAGE_ERR_FAILED",
+  "database refuses writes after a failed commit; reopen it",
+);

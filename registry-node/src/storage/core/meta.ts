@@ -9,7 +9,6 @@ import {
   MAX_PAGE_SIZE_BYTES,
   META_CHECKSUM_OFFSET,
   META_PAGE_FLAG,
-  META_SIZE,
   MIN_PAGE_SIZE_BYTES,
   PAGE_HEADER_SIZE,
   PGID_NO_FREELIST,
@@ -112,7 +111,6 @@ export function encodeMeta(page: Uint8Array, meta: Meta): bigint {
   put64(page, m + 48, meta.txid);
   const sum = fnv64a(page, m, m + META_CHECKSUM_OFFSET);
   put64big(page, m + 56, sum);
-  void META_SIZE;
   return sum;
 }
 
