@@ -213,6 +213,13 @@ export function createHttpHandler(
       route("etcdserverpb.StatusRequest", p.StatusRequest, p.StatusResponse, () => services.status()),
     ],
     [
+      "/v3/maintenance/defragment",
+      route("etcdserverpb.DefragmentRequest", p.DefragmentRequest, p.DefragmentResponse, async () => {
+        await services.server.defragment();
+        return services.fill({});
+      }),
+    ],
+    [
       "/v3/maintenance/alarm",
       route("etcdserverpb.AlarmRequest", p.AlarmRequest, p.AlarmResponse, (r) => services.alarm(r)),
     ],
@@ -464,7 +471,20 @@ export function createHttpHandler(
     const url = (req.url ?? "/").split("?")[0]!;
     try {
       if (req.method === "GET" && url === "/health") {
-        sendJson(res, 200, { health: "true" });
+        // etcd 3.4's checkHealth: unhealthy with an alarm, without a leader, or when a
+        // linearizable read does not complete within a second.
+        const server = services.server;
+        let healthy = server.alarms.size === 0 && server.leaderId !== 0n;
+        if (healthy) {
+          healthy = await Promise.race([
+            server.linearizableRead().then(
+              () => true,
+              () => false,
+            ),
+            new Promise<boolean>((r) => setTimeout(() => r(false), 1000).unref()),
+          ]);
+        }
+        sendJson(res, healthy ? 200 : 503, { health: healthy ? "true" : "false" });
         return;
       }
       if (req.method === "GET" && url === "/version") {
@@ -482,6 +502,7 @@ export function createHttpHandler(
           serveWatch(services.server, s, {
             maxRequestBytes: services.opts.maxRequestBytes,
             progressIntervalMs: services.opts.progressIntervalMs,
+            leaderlessLimitMs: 2 * services.server.config.electionTimeoutMs,
           }),
         );
         return;

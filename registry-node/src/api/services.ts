@@ -276,6 +276,7 @@ export class Services {
       serveWatch(this.server, stream, {
         maxRequestBytes: this.opts.maxRequestBytes,
         progressIntervalMs: this.opts.progressIntervalMs,
+        leaderlessLimitMs: 2 * this.server.config.electionTimeoutMs,
         authInfo: () => this.authInfo(stream.ctx.headers),
       });
     });
@@ -295,6 +296,10 @@ export class Services {
     });
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
+    router.unary(MaintenanceService.defragment, async () => {
+      await this.server.defragment();
+      return this.fill({});
+    });
     router.serverStream(MaintenanceService.snapshot, (stream) =>
       serveSnapshot(this.server, stream, this.opts.workDir),
     );

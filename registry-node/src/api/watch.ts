@@ -10,6 +10,7 @@ import { etcdserverpb, type mvccpb } from "@regmesh/proto";
 import type { AuthInfo } from "../auth/store.js";
 import type { Change, WatchDelivery, Watcher, WatchFilter } from "../mvcc/index.js";
 import { keyString } from "../mvcc/kvstore.js";
+import { errors } from "../server/errors.js";
 import type { EtcdServer } from "../server/node.js";
 import type { BidiStream } from "./grpc.js";
 
@@ -20,6 +21,8 @@ export type WatchStreamOptions = {
   maxRequestBytes: number;
   /** Interval of progress notifications for watches that asked for them (etcd: 10 minutes). */
   progressIntervalMs: number;
+  /** How long without a leader before a `hasleader` stream is ended (etcd: 2 election timeouts... checked every 0.5 s). */
+  leaderlessLimitMs: number;
   /** Who the stream runs as (auth); checked at each watch creation. */
   authInfo?: () => AuthInfo | undefined;
 };
@@ -190,6 +193,25 @@ export function serveWatch(
     }
   });
 
+  // etcd's monitorLeader: a stream whose client asked for `hasleader` ends with "no leader"
+  // once this member has had no leader for a while, so the client moves to another member.
+  const wantsLeader = stream.ctx.headers.hasleader === "true";
+  let leaderlessSinceMs = 0;
+  const leaderTimer = setInterval(
+    () => {
+      if (!wantsLeader || closed) return;
+      if (server.leaderId !== 0n) {
+        leaderlessSinceMs = 0;
+        return;
+      }
+      const now = Date.now();
+      if (leaderlessSinceMs === 0) leaderlessSinceMs = now;
+      else if (now - leaderlessSinceMs >= opts.leaderlessLimitMs) stream.end(errors.noLeader());
+    },
+    Math.max(50, Math.floor(opts.leaderlessLimitMs / 4)),
+  );
+  leaderTimer.unref();
+
   const progressTimer = setInterval(() => {
     for (const [id, e] of watchers) {
       if (e.progress && !e.w.blocked && e.w.minRev > server.rev) {
@@ -202,6 +224,7 @@ export function serveWatch(
   stream.onEnd(() => {
     closed = true;
     clearInterval(progressTimer);
+    clearInterval(leaderTimer);
     for (const { w } of watchers.values()) server.watchable.cancel(w);
     watchers.clear();
   });

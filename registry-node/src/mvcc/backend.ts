@@ -51,6 +51,8 @@ export interface Storage {
   sizeBytes(): number;
   /** Writes a consistent copy of the data file (Maintenance.Snapshot); absent for in-memory storage. */
   snapshotTo?(path: string): Promise<{ bytes: number }>;
+  /** Rewrites the data file without its free pages (Maintenance.Defragment); no commit may run meanwhile. */
+  defragment?(onProgress?: (p: { bytesCopied: number; keysCopied: number }) => void): Promise<void>;
 }
 
 const toKey = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
@@ -153,6 +155,20 @@ export class BufferedBackend implements StorageWriteTx {
       }),
     );
     if (!stopped) emitOverlayBelow(undefined);
+  }
+
+  /**
+   * Runs `f` with no commit in flight and none starting until it finishes (defragmentation
+   * swaps the data file). Writes keep collecting in the buffer meanwhile, and reads are
+   * served from the buffer and the engine as usual.
+   */
+  exclusive<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.commitChain.then(f);
+    this.commitChain = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   /**

@@ -5,6 +5,8 @@
 // new one per get: a read transaction is cheap but not free, and the buffered backend
 // reads through here for every value it does not hold itself.
 
+import { readdirSync, renameSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { DB, type OpenOptions, type Tx } from "../storage/index.js";
 import type { Storage, StorageReadTx, StorageWriteTx } from "./backend.js";
 
@@ -45,13 +47,43 @@ function writeTx(tx: Tx): StorageWriteTx {
 
 export class BboltStorage implements Storage {
   private reader: Tx;
+  private defrags = 0;
 
-  private constructor(readonly db: DB) {
+  private constructor(
+    private db: DB,
+    readonly path: string,
+    private readonly opts: OpenOptions,
+  ) {
     this.reader = db.begin();
   }
 
   static async open(path: string, opts: OpenOptions = {}): Promise<BboltStorage> {
-    return new BboltStorage(await DB.open(path, opts));
+    // Leftovers of a defragmentation interrupted by a crash: a partial copy, or the lock of
+    // a copy that had already replaced the file. Neither is ever the data.
+    const dir = dirname(path);
+    const prefix = `${basename(path)}.defrag.`;
+    for (const name of readdirSync(dir))
+      if (name.startsWith(prefix)) rmSync(join(dir, name), { force: true });
+    return new BboltStorage(await DB.open(path, opts), path, opts);
+  }
+
+  /**
+   * Copies every bucket into a fresh file, opens it, switches readers to it at once, then
+   * closes the old file and moves the new one into its place (open descriptors follow a
+   * rename). The caller guarantees no commit runs meanwhile (BufferedBackend.exclusive).
+   * Until the next restart the open file's lock is `<db>.defrag.N.lock`.
+   */
+  async defragment(onProgress?: (p: { bytesCopied: number; keysCopied: number }) => void): Promise<void> {
+    const tmp = `${this.path}.defrag.${process.pid}.${++this.defrags}`;
+    await this.db.compactTo(tmp, onProgress);
+    const next = await DB.open(tmp, this.opts);
+    const old = this.db;
+    const oldReader = this.reader;
+    this.db = next;
+    this.reader = next.begin();
+    oldReader.rollback();
+    await old.close();
+    renameSync(tmp, this.path);
   }
 
   view<T>(f: (tx: StorageReadTx) => T): T {

@@ -92,7 +92,7 @@ describe("JSON gateway", () => {
 });
 
 describe("space quota", () => {
-  it("raises NOSPACE at the quota, refuses writes but not deletes, and recovers after disarm", async () => {
+  it("raises NOSPACE at the quota, refuses writes but not deletes, and recovers after compact, defrag and disarm", async () => {
     const opts = { endpoints: cluster.endpoints };
     let refused = "";
     for (let i = 0; i < 100 && refused === ""; i++) {
@@ -105,6 +105,12 @@ describe("space quota", () => {
     expect((await runEtcdctl(["del", "q/", "--prefix"], opts)).code).toBe(0);
     const rev = JSON.parse((await runEtcdctl(["get", "q/", "-w", "json"], opts)).stdout).header.revision;
     expect((await runEtcdctl(["compact", String(rev), "--physical"], opts)).code).toBe(0);
+    const sizeBefore = JSON.parse((await runEtcdctl(["endpoint", "status", "-w", "json"], opts)).stdout)[0]
+      .Status.dbSize;
+    expect((await runEtcdctl(["defrag"], opts)).stdout).toMatch(/Finished defragmenting etcd member/);
+    const sizeAfter = JSON.parse((await runEtcdctl(["endpoint", "status", "-w", "json"], opts)).stdout)[0]
+      .Status.dbSize;
+    expect(sizeAfter).toBeLessThan(sizeBefore);
     expect((await runEtcdctl(["alarm", "disarm"], opts)).code).toBe(0);
     expect((await runEtcdctl(["alarm", "list"], opts)).stdout).toBe("");
     expect(await runEtcdctl(["put", "q/after", "1"], opts)).toMatchObject({ code: 0, stdout: "OK\n" });
