@@ -32,5 +32,11 @@ for project in unit proc; do
     --outputFile.json="$results/$project.json" || status=1
 done
 
+# The SDK's process suites ran against a real etcd above; they run again against
+# registry-node, since both back-ends are the SDK's contract (docs/design.md).
+step "vitest: proc (sdk against registry-node)"
+REGMESH_REGISTRY=registry-node npx vitest run --project proc sdk/test --reporter=default --reporter=json \
+  --outputFile.json="$results/proc-sdk-registry-node.json" || status=1
+
 echo
 node scripts/summary.mjs "$results" "$status"

@@ -521,14 +521,20 @@ export function createHttpHandler(
           p.LeaseKeepAliveRequest,
           p.LeaseKeepAliveResponse,
           (s) => {
+            // Answers in request order, though renewals may be forwarded to the leader.
+            let chain: Promise<void> = Promise.resolve();
             s.onMessage((r) => {
-              try {
-                s.write(services.keepAlive(r));
-              } catch (err) {
-                s.end(err as EtcdError);
-              }
+              chain = chain.then(async () => {
+                try {
+                  s.write(await services.keepAlive(r));
+                } catch (err) {
+                  s.end(err as EtcdError);
+                }
+              });
             });
-            s.onHalfClose(() => s.end());
+            s.onHalfClose(() => {
+              chain = chain.then(() => s.end());
+            });
           },
         );
         return;

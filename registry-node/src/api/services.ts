@@ -5,6 +5,7 @@
 import { etcdserverpb, health } from "@regmesh/proto";
 import type { AuthInfo } from "../auth/store.js";
 import { Code, EtcdError, errors } from "../server/errors.js";
+import { raftIdOf } from "../server/ids.js";
 import { type EtcdServer, toClientError } from "../server/node.js";
 import { encodeOp, type Op } from "../server/ops.js";
 import { etcdServerVersion } from "../version.js";
@@ -178,7 +179,30 @@ export class Services {
     return this.fill({});
   }
 
-  leaseTimeToLive(r: etcdserverpb.LeaseTimeToLiveRequest): etcdserverpb.LeaseTimeToLiveResponse {
+  /**
+   * The remaining TTL is known only on the leader (others keep no deadlines), so a member
+   * that is not the leader asks it, as etcd does.
+   */
+  async leaseTimeToLive(
+    r: etcdserverpb.LeaseTimeToLiveRequest,
+  ): Promise<etcdserverpb.LeaseTimeToLiveResponse> {
+    const s = this.server;
+    if (s.lessor.primary || s.transport === undefined || s.leaderId === 0n)
+      return this.leaseTimeToLiveLocal(r);
+    try {
+      const out = await s.transport.call(
+        raftIdOf(s.leaderId),
+        "/lease/ttl",
+        Buffer.from(etcdserverpb.LeaseTimeToLiveRequest.encode(r).finish()),
+        2000,
+      );
+      return this.fill(etcdserverpb.LeaseTimeToLiveResponse.decode(out));
+    } catch {
+      return this.leaseTimeToLiveLocal(r);
+    }
+  }
+
+  leaseTimeToLiveLocal(r: etcdserverpb.LeaseTimeToLiveRequest): etcdserverpb.LeaseTimeToLiveResponse {
     const l = this.server.lessor.lookup(r.ID);
     if (l === undefined)
       return this.fill<etcdserverpb.LeaseTimeToLiveResponse>({
@@ -201,11 +225,11 @@ export class Services {
     });
   }
 
-  /** One keep-alive: renews on the leader; an unknown lease answers TTL 0, as etcd. */
-  keepAlive(r: etcdserverpb.LeaseKeepAliveRequest): etcdserverpb.LeaseKeepAliveResponse {
+  /** One keep-alive: renewed by the leader (forwarded when this member is not); an unknown lease answers TTL 0, as etcd. */
+  async keepAlive(r: etcdserverpb.LeaseKeepAliveRequest): Promise<etcdserverpb.LeaseKeepAliveResponse> {
     const resp = this.fill<etcdserverpb.LeaseKeepAliveResponse>({ ID: r.ID, TTL: 0n });
     try {
-      resp.TTL = BigInt(this.server.lessor.renew(r.ID, this.server.clock.now()));
+      resp.TTL = BigInt(await this.server.leaseRenew(r.ID));
     } catch (err) {
       if ((err as Error).message !== errors.leaseNotFound().message) throw err;
     }
@@ -285,14 +309,20 @@ export class Services {
     router.unary(LeaseService.leaseTimeToLive, (r) => this.leaseTimeToLive(r));
     router.unary(LeaseService.leaseLeases, () => this.leaseLeases());
     router.bidi(LeaseService.leaseKeepAlive, (stream) => {
+      // Answers go out in request order even though renewals may be forwarded.
+      let chain: Promise<void> = Promise.resolve();
       stream.onMessage((r) => {
-        try {
-          stream.write(this.keepAlive(r));
-        } catch (err) {
-          stream.end(toClientError(err) as never);
-        }
+        chain = chain.then(async () => {
+          try {
+            stream.write(await this.keepAlive(r));
+          } catch (err) {
+            stream.end(toClientError(err) as never);
+          }
+        });
       });
-      stream.onHalfClose(() => stream.end());
+      stream.onHalfClose(() => {
+        chain = chain.then(() => stream.end());
+      });
     });
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));

@@ -40,3 +40,8 @@ export class IdGenerator {
     return this.prefix | this.suffix;
   }
 }
+
+/** Raft ids are numbers below 2^53, taken from the low bits of etcd's 64-bit member ids. */
+export function raftIdOf(member: bigint): number {
+  return Number(member & ((1n << 53n) - 1n)) || 1;
+}

@@ -17,9 +17,10 @@ import { KVStore } from "../mvcc/kvstore.js";
 import { WatchableStore } from "../mvcc/watchable.js";
 import { KVApplier } from "./apply-kv.js";
 import { EtcdError, errors } from "./errors.js";
-import { clusterId, IdGenerator, memberId } from "./ids.js";
+import { clusterId, IdGenerator, memberId, raftIdOf } from "./ids.js";
 import { decodeOp, encodeOp, type Op } from "./ops.js";
 import type { RaftDriver } from "./raft-driver.js";
+import type { Transport } from "./transport.js";
 
 export type Clock = { now(): number };
 export const systemClock: Clock = { now: () => Date.now() };
@@ -67,6 +68,8 @@ export class EtcdServer {
   raftTerm = 2n;
   /** The Raft log behind `propose` (undefined: apply at once, for in-process tests). */
   driver: RaftDriver | undefined;
+  /** The peer transport (lease renewals are forwarded to the leader over it). */
+  transport: Transport | undefined;
   /** Proposals waiting for their entry to be applied, by request id. */
   private readonly waiting = new Map<
     bigint,
@@ -174,6 +177,45 @@ export class EtcdServer {
     while (this.compactions.length > 0) this.stepCompactions();
     await this.backend.commit();
     await this.storage.close();
+  }
+
+  /**
+   * A keep-alive: renewed here on the leader (no Raft round trip, as etcd's lessor), or
+   * forwarded to the leader over the peer transport until it answers or the request times out.
+   */
+  async leaseRenew(id: bigint): Promise<number> {
+    if (this.lessor.primary || this.transport === undefined) return this.lessor.renew(id, this.clock.now());
+    const body = Buffer.alloc(8);
+    body.writeBigInt64BE(id);
+    const deadlineMs = Date.now() + this.requestTimeoutMs;
+    while (Date.now() < deadlineMs && !this.stopped) {
+      if (this.lessor.primary) return this.lessor.renew(id, this.clock.now());
+      if (this.leaderId !== 0n) {
+        try {
+          const out = await this.transport.call(raftIdOf(this.leaderId), "/lease/renew", body, 2000);
+          const ttl = out.readBigInt64BE(0);
+          if (ttl < 0n) throw errors.leaseNotFound();
+          return Number(ttl);
+        } catch (err) {
+          if (err instanceof EtcdError) throw err;
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw errors.timeout();
+  }
+
+  /** The leader's side of a forwarded renewal: the TTL, or -1 for an unknown lease. */
+  async serveLeaseRenew(body: Buffer): Promise<Buffer> {
+    if (!this.lessor.primary) throw new Error("not leader");
+    const out = Buffer.alloc(8);
+    try {
+      out.writeBigInt64BE(BigInt(this.lessor.renew(body.readBigInt64BE(0), this.clock.now())));
+    } catch (err) {
+      if (!(err instanceof EtcdError) || err.message !== errors.leaseNotFound().message) throw err;
+      out.writeBigInt64BE(-1n);
+    }
+    return out;
   }
 
   /** Maintenance.Defragment: commits what is buffered, then rewrites the data file without free pages. */

@@ -8,14 +8,12 @@ import { defaultFileSystem } from "../io/index.js";
 import { MemoryStorage } from "../raft/storage.js";
 import type { Snapshot } from "../raft/types.js";
 import { loadIntoStorage, RaftDiskStorage, restoreRaftLog } from "../wal/raft-log-store.js";
+import { raftIdOf } from "./ids.js";
 import type { EtcdServer, Logger } from "./node.js";
 import { RaftDriver } from "./raft-driver.js";
 import { Transport } from "./transport.js";
 
-/** Raft ids are numbers below 2^53, taken from the low bits of etcd's 64-bit member ids. */
-export function raftIdOf(member: bigint): number {
-  return Number(member & ((1n << 53n) - 1n)) || 1;
-}
+export { raftIdOf };
 
 function encodeMeta(member: bigint, cluster: bigint): Uint8Array {
   const b = Buffer.alloc(16);
@@ -109,6 +107,7 @@ export async function startRaft(config: Config, server: EtcdServer, log: Logger)
     seed: Number(server.memberId & 0xffffffffn),
   });
   server.driver = driver;
+  server.transport = transport;
   server.raftTerm = BigInt(storage.initialState().hardState.term);
   driver.start();
   const stop = driver.stop.bind(driver);

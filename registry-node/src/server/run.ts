@@ -4,6 +4,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import type http from "node:http";
 import { join } from "node:path";
+import { etcdserverpb } from "@regmesh/proto";
 import { pino } from "pino";
 import { AuthService } from "../api/auth.js";
 import { Concurrency } from "../api/concurrency.js";
@@ -48,6 +49,15 @@ export async function runMember(config: Config): Promise<RunningMember> {
     onError: (err, path) => log.error({ err, path }, "unexpected error serving a request"),
   });
   services.register(router);
+  // Lease calls other members forward to the leader (etcd's /leases peer endpoints).
+  server.transport!.handle("/lease/renew", (body) => server.serveLeaseRenew(body));
+  server.transport!.handle("/lease/ttl", async (body) => {
+    if (!server.lessor.primary) throw new Error("not leader");
+    const req = etcdserverpb.LeaseTimeToLiveRequest.decode(body);
+    return Buffer.from(
+      etcdserverpb.LeaseTimeToLiveResponse.encode(services.leaseTimeToLiveLocal(req)).finish(),
+    );
+  });
   const concurrency = new Concurrency(services);
   concurrency.register(router);
   const auth = new AuthService(services);

@@ -132,6 +132,45 @@ class Peer {
     this.backoffMs = Math.min(this.backoffMs * 2, transportLimits.reconnectBackoffMsMax);
   }
 
+  /** One request/response exchange with the peer (lease forwarding), on its own session. */
+  call(path: string, body: Buffer, timeoutMs: number): Promise<Buffer> {
+    const url = this.urls[0];
+    if (url === undefined) return Promise.reject(new Error(`peer ${this.id} has no URL`));
+    return new Promise((resolve, reject) => {
+      const session = http2.connect(url);
+      const done = (err: Error | undefined, out?: Buffer) => {
+        clearTimeout(timer);
+        session.close();
+        if (err) reject(err);
+        else resolve(out!);
+      };
+      const timer = setTimeout(() => {
+        session.destroy();
+        reject(new Error(`peer ${this.id}: ${path} timed out`));
+      }, timeoutMs);
+      session.on("error", (e) => done(e));
+      const req = session.request({
+        ":method": "POST",
+        ":path": path,
+        [clusterHeader]: this.t.opts.clusterId.toString(16),
+        [fromHeader]: String(this.t.opts.localId),
+      });
+      const parts: Buffer[] = [];
+      let status = 0;
+      req.on("response", (h) => {
+        status = Number(h[":status"]);
+      });
+      req.on("data", (c: Buffer) => parts.push(c));
+      req.on("end", () => {
+        const out = Buffer.concat(parts);
+        if (status === 200) done(undefined, out);
+        else done(new PeerCallError(status, out.toString()));
+      });
+      req.on("error", (e) => done(e));
+      req.end(body);
+    });
+  }
+
   close(): void {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
@@ -140,8 +179,21 @@ class Peer {
   }
 }
 
+/** A peer answered a call with an error status. */
+export class PeerCallError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type CallHandler = (body: Buffer) => Promise<Buffer>;
+
 export class Transport {
   private readonly peers = new Map<number, Peer>();
+  private readonly handlers = new Map<string, CallHandler>();
   private server: http2.Http2Server | undefined;
   private readonly inbound = new Set<http2.ServerHttp2Session>();
 
@@ -188,6 +240,17 @@ export class Transport {
     }
   }
 
+  /** Serves `path` for peers' calls; a handler throwing answers 500 with its message. */
+  handle(path: string, f: CallHandler): void {
+    this.handlers.set(path, f);
+  }
+
+  call(peer: number, path: string, body: Buffer, timeoutMs: number): Promise<Buffer> {
+    const p = this.peers.get(peer);
+    if (p === undefined) return Promise.reject(new Error(`unknown peer ${peer}`));
+    return p.call(path, body, timeoutMs);
+  }
+
   unreachable(peer: number): void {
     this.opts.onUnreachable?.(peer);
   }
@@ -200,6 +263,32 @@ export class Transport {
   }
 
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const handler = this.handlers.get(String(headers[":path"]));
+    if (handler !== undefined) {
+      if (headers[clusterHeader] !== this.opts.clusterId.toString(16)) {
+        stream.respond({ ":status": 412 });
+        stream.end();
+        return;
+      }
+      const parts: Buffer[] = [];
+      stream.on("data", (c: Buffer) => parts.push(c));
+      stream.on("error", () => {});
+      stream.on("end", () => {
+        handler(Buffer.concat(parts)).then(
+          (out) => {
+            if (stream.destroyed) return;
+            stream.respond({ ":status": 200 });
+            stream.end(out);
+          },
+          (err: Error) => {
+            if (stream.destroyed) return;
+            stream.respond({ ":status": 500 });
+            stream.end(err.message);
+          },
+        );
+      });
+      return;
+    }
     if (headers[":path"] !== "/raft/stream") {
       stream.respond({ ":status": 404 });
       stream.end();
