@@ -3,7 +3,7 @@
 // and fired by SIGUSR2, then SIGKILL): a new leader must commit within 3 s at default
 // timings, and after everyone restarts, every acknowledged write must be there.
 
-import { credentials } from "@grpc/grpc-js";
+import { credentials, Metadata } from "@grpc/grpc-js";
 import { etcdserverpb } from "@regmesh/proto";
 import { type Cluster, type Member, runEtcdctl, startCluster } from "@regmesh/testkit";
 import { afterAll, describe, expect, it } from "vitest";
@@ -39,11 +39,17 @@ function putter(endpoints: string[]) {
       const c = clients[next++ % clients.length]!;
       c.put(
         etcdserverpb.PutRequest.create({ key: Buffer.from(key), value: Buffer.from("v") }),
+        new Metadata(),
         { deadline: Date.now() + 2000 },
         (err) => resolve(err === null),
       );
     });
-  return { put, close: () => clients.forEach((c) => c.close()) };
+  return {
+    put,
+    close: () => {
+      for (const c of clients) c.close();
+    },
+  };
 }
 
 describe("failover: three registry-node processes", () => {

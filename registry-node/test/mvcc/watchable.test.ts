@@ -119,7 +119,10 @@ describe("watchable store against the write history", () => {
       end: undefined,
       startRev: 3,
       filters: [],
-      send: (d) => (got.push(d), true),
+      send: (d) => {
+        got.push(d);
+        return true;
+      },
     });
     ws.syncWatchers();
     expect(got).toEqual([{ kind: "compacted", compactRev: 5, rev: 0 }]);
