@@ -10,6 +10,12 @@ export const maxSizePerMsgBytesDefault = 1024 * 1024;
 export const maxInflightMsgsDefault = 256;
 /** Most entry bytes in flight to one follower; 0 means bounded by count only (etcd MaxInflightBytes). */
 export const maxInflightBytesDefault = 0;
+/**
+ * Most payload bytes a leader holds appended but not yet committed; proposals beyond it
+ * are refused, so a leader cut off from its quorum cannot grow its log without bound
+ * (etcd Config.MaxUncommittedEntriesSize).
+ */
+export const maxUncommittedEntriesSizeBytesDefault = 64 * 1024 * 1024;
 /** Most bytes of committed entries handed to the application in one Ready. */
 export const maxCommittedSizePerReadyBytesDefault = 16 * 1024 * 1024;
 /** Most ReadIndex requests waiting for a heartbeat quorum on a leader (bounded queue). */

@@ -25,6 +25,7 @@ import {
   maxMessagesPerReady,
   maxPendingReadIndexRequests,
   maxSizePerMsgBytesDefault,
+  maxUncommittedEntriesSizeBytesDefault,
 } from "./constants.js";
 import { RaftLog } from "./log.js";
 import { Progress, ProgressState, ProgressTracker } from "./progress.js";
@@ -65,6 +66,7 @@ export type RaftConfig = {
   maxInflightMsgs?: number;
   maxInflightBytes?: number;
   maxCommittedSizePerReadyBytes?: number;
+  maxUncommittedEntriesSizeBytes?: number;
   checkQuorum?: boolean;
   preVote?: boolean;
 };
@@ -122,6 +124,9 @@ export class Raft {
   readonly checkQuorum: boolean;
   readonly preVote: boolean;
   readonly maxSizePerMsgBytes: number;
+  readonly maxUncommittedEntriesSizeBytes: number;
+  /** Payload bytes this leader appended that are not yet applied (bounded, see constants). */
+  uncommittedSizeBytes = 0;
 
   /** The follower a leadership transfer is handing over to, or NONE. */
   leadTransferee = NONE;
@@ -148,6 +153,8 @@ export class Raft {
     this.checkQuorum = c.checkQuorum ?? false;
     this.preVote = c.preVote ?? false;
     this.maxSizePerMsgBytes = c.maxSizePerMsgBytes ?? maxSizePerMsgBytesDefault;
+    this.maxUncommittedEntriesSizeBytes =
+      c.maxUncommittedEntriesSizeBytes ?? maxUncommittedEntriesSizeBytesDefault;
     this.raftLog = new RaftLog(
       c.storage,
       c.maxCommittedSizePerReadyBytes ?? maxCommittedSizePerReadyBytesDefault,
@@ -340,6 +347,7 @@ export class Raft {
       this.trk.progress.set(id, fresh);
     }
     this.pendingConfIndex = 0;
+    this.uncommittedSizeBytes = 0;
     this.readOnly = new ReadOnly();
     this.pendingReadIndexMessages = [];
   }
@@ -585,14 +593,16 @@ export class Raft {
         if (this.leadTransferee !== NONE) return new ProposalDroppedError("leader-transfer");
         let hasConf = false;
         for (const e of m.entries) if (e.type === EntryType.ConfChange) hasConf = true;
+        // One membership change at a time: the previous one must be applied first.
+        if (hasConf && this.pendingConfIndex > this.raftLog.applied) {
+          return new ProposalDroppedError("conf-change-pending");
+        }
+        if (this.msgs.length >= maxMessagesPerReady) return new ProposalDroppedError("overloaded");
+        if (!this.increaseUncommittedSize(m.entries)) return new ProposalDroppedError("overloaded");
         if (hasConf) {
-          // One membership change at a time: the previous one must be applied first.
-          if (this.pendingConfIndex > this.raftLog.applied)
-            return new ProposalDroppedError("conf-change-pending");
           assert(m.entries.length === 1, "a conf change is proposed alone");
           this.pendingConfIndex = this.raftLog.lastIndex() + 1;
         }
-        if (this.msgs.length >= maxMessagesPerReady) return new ProposalDroppedError("overloaded");
         this.appendEntry(m.entries.map((e) => ({ ...e })));
         this.bcastAppend();
         return undefined;
@@ -700,6 +710,31 @@ export class Raft {
     // Fill the window while there is something to send.
     while (this.maybeSendAppend(m.from, false)) {}
     if (m.from === this.leadTransferee && pr.match === this.raftLog.lastIndex()) this.sendTimeoutNow(m.from);
+  }
+
+  /** Accounts for new proposals; refuses them past the limit (one proposal always fits). */
+  private increaseUncommittedSize(es: Entry[]): boolean {
+    let size = 0;
+    for (const e of es) size += e.data.length;
+    if (
+      this.uncommittedSizeBytes > 0 &&
+      size > 0 &&
+      this.uncommittedSizeBytes + size > this.maxUncommittedEntriesSizeBytes
+    ) {
+      return false;
+    }
+    this.uncommittedSizeBytes += size;
+    return true;
+  }
+
+  /** Releases the accounting for entries the application applied (RawNode.advance). */
+  reduceUncommittedSize(applied: Entry[]): void {
+    if (this.state !== StateType.Leader) return;
+    let size = 0;
+    for (const e of applied) size += e.data.length;
+    // Entries from an earlier term were never counted; never go below zero.
+    this.uncommittedSizeBytes = size > this.uncommittedSizeBytes ? 0 : this.uncommittedSizeBytes - size;
+    assert(this.uncommittedSizeBytes >= 0, "uncommitted size stays non-negative");
   }
 
   private sendTimeoutNow(to: number): void {

@@ -193,6 +193,7 @@ export class RawNode {
     }
     const lastCommitted = rd.committed[rd.committed.length - 1];
     if (lastCommitted) log.appliedTo(lastCommitted.index);
+    this.raft.reduceUncommittedSize(rd.committed);
     const lastEntry = rd.entries[rd.entries.length - 1];
     if (lastEntry) log.stableTo(lastEntry.index, lastEntry.term);
   }
