@@ -26,6 +26,9 @@ import type { RaftDiskStorage } from "../wal/raft-log-store.js";
 import { errors } from "./errors.js";
 import type { Transport } from "./transport.js";
 
+/** How long a ReadIndex request may go unanswered before it is asked again (etcd: 500 ms). */
+const readIndexRetryMs = 500;
+
 export type RaftDriverOptions = {
   id: number;
   storage: MemoryStorage;
@@ -195,6 +198,15 @@ export class RaftDriver {
     this.readRound = { ctx, readers };
     const r = this.node.readIndex(new TextEncoder().encode(ctx));
     this.schedule();
+    // A request or its answer can be lost (a dropped message, a leader change): as etcd's
+    // linearizableReadLoop, ask again with a new context if no answer came in time.
+    const retry = setTimeout(() => {
+      if (this.readRound?.ctx !== ctx || this.stopped) return;
+      this.readRound = undefined;
+      this.readQueue.unshift(...readers.filter((w) => !w.done));
+      this.startReadRound();
+    }, readIndexRetryMs);
+    retry.unref();
     if (r !== undefined) {
       // No leader to ask: try again at the next leader change (or time out).
       this.readRound = undefined;
