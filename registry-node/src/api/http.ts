@@ -374,6 +374,33 @@ export function createHttpHandler(
       ),
     ],
     [
+      "/v3/cluster/member/add",
+      route("etcdserverpb.MemberAddRequest", p.MemberAddRequest, p.MemberAddResponse, (r, _s, ai) =>
+        services.memberAdd(r, ai),
+      ),
+    ],
+    [
+      "/v3/cluster/member/remove",
+      route("etcdserverpb.MemberRemoveRequest", p.MemberRemoveRequest, p.MemberRemoveResponse, (r, _s, ai) =>
+        services.memberRemove(r, ai),
+      ),
+    ],
+    [
+      "/v3/cluster/member/update",
+      route("etcdserverpb.MemberUpdateRequest", p.MemberUpdateRequest, p.MemberUpdateResponse, (r, _s, ai) =>
+        services.memberUpdate(r, ai),
+      ),
+    ],
+    [
+      "/v3/cluster/member/promote",
+      route(
+        "etcdserverpb.MemberPromoteRequest",
+        p.MemberPromoteRequest,
+        p.MemberPromoteResponse,
+        (r, _s, ai) => services.memberPromote(r, ai),
+      ),
+    ],
+    [
       "/v3/cluster/member/list",
       route("etcdserverpb.MemberListRequest", p.MemberListRequest, p.MemberListResponse, () =>
         services.memberList(),

@@ -4,9 +4,10 @@
 
 import { etcdserverpb, health } from "@regmesh/proto";
 import type { AuthInfo } from "../auth/store.js";
+import { ConfChangeType } from "../raft/types.js";
 import { Code, EtcdError, errors } from "../server/errors.js";
-import { raftIdOf } from "../server/ids.js";
-import { type EtcdServer, toClientError } from "../server/node.js";
+import { memberId, raftIdOf } from "../server/ids.js";
+import { type EtcdServer, encodeMemberRecord, toClientError } from "../server/node.js";
 import { encodeOp, type Op } from "../server/ops.js";
 import { etcdServerVersion } from "../version.js";
 import type { CallContext, GrpcRouter } from "./grpc.js";
@@ -114,12 +115,20 @@ export class Services {
   async range(r: etcdserverpb.RangeRequest, ai?: AuthInfo): Promise<etcdserverpb.RangeResponse> {
     checkRangeRequest(r);
     this.server.auth.checkRange(ai, r.key, r.rangeEnd);
-    if (!r.serializable) await this.server.linearizableRead();
+    if (!r.serializable) {
+      this.checkNotLearner();
+      await this.server.linearizableRead();
+    }
     try {
       return this.fill(this.server.applier.range(r));
     } catch (err) {
       throw toClientError(err);
     }
+  }
+
+  /** A learner serves only Status and serializable reads (etcd's learner restrictions). */
+  checkNotLearner(): void {
+    if (this.server.members.get(this.server.memberId)?.isLearner) throw errors.notSupportedForLearner();
   }
 
   /** `hasleader` metadata: the client wants an error, not a wait, when there is no leader. */
@@ -128,6 +137,7 @@ export class Services {
   }
 
   async put(r: etcdserverpb.PutRequest, ai?: AuthInfo): Promise<etcdserverpb.PutResponse> {
+    this.checkNotLearner();
     checkPutRequest(r);
     this.checkPutAuth(ai, r);
     await this.checkQuota(costPut(r));
@@ -138,12 +148,14 @@ export class Services {
     r: etcdserverpb.DeleteRangeRequest,
     ai?: AuthInfo,
   ): Promise<etcdserverpb.DeleteRangeResponse> {
+    this.checkNotLearner();
     checkDeleteRequest(r);
     this.checkDeleteAuth(ai, r);
     return this.fill(await this.propose<etcdserverpb.DeleteRangeResponse>({ kind: "deleteRange", req: r }));
   }
 
   async txn(r: etcdserverpb.TxnRequest, ai?: AuthInfo): Promise<etcdserverpb.TxnResponse> {
+    this.checkNotLearner();
     checkTxnRequest(r, this.opts.maxTxnOps);
     this.checkTxnAuth(ai, r);
     await this.checkQuota(costTxn(r));
@@ -151,11 +163,13 @@ export class Services {
   }
 
   async compact(r: etcdserverpb.CompactionRequest): Promise<etcdserverpb.CompactionResponse> {
+    this.checkNotLearner();
     const out = await this.propose<{ resp: etcdserverpb.CompactionResponse }>({ kind: "compaction", req: r });
     return this.fill(out.resp);
   }
 
   async leaseGrant(r: etcdserverpb.LeaseGrantRequest): Promise<etcdserverpb.LeaseGrantResponse> {
+    this.checkNotLearner();
     await this.checkQuota(leaseOverheadBytes);
     let id = r.ID;
     // No id given: the server chooses one, positive and not in use (etcd's reqIDGen).
@@ -279,6 +293,92 @@ export class Services {
     return this.fill<etcdserverpb.MemberListResponse>({ members });
   }
 
+  private validPeerUrls(urls: string[]): string[] {
+    if (urls.length === 0) throw errors.memberBadURLs();
+    return urls.map((u) => {
+      try {
+        const url = new URL(u);
+        if (
+          (url.protocol !== "http:" && url.protocol !== "https:") ||
+          (url.pathname !== "/" && url.pathname !== "")
+        ) {
+          throw errors.memberBadURLs();
+        }
+        return url.origin;
+      } catch {
+        throw errors.memberBadURLs();
+      }
+    });
+  }
+
+  /** MemberAdd: a voter or a learner, known to the cluster before its process starts (etcd's flow). */
+  async memberAdd(r: etcdserverpb.MemberAddRequest, ai?: AuthInfo): Promise<etcdserverpb.MemberAddResponse> {
+    this.server.auth.checkAdmin(ai);
+    const peerURLs = this.validPeerUrls(r.peerURLs);
+    for (const m of this.server.members.values()) {
+      if (m.peerURLs.some((u) => peerURLs.includes(u))) throw errors.peerURLExist();
+    }
+    if (r.isLearner && [...this.server.members.values()].some((m) => m.isLearner))
+      throw errors.tooManyLearners();
+    // As etcd, the new id mixes in the time, so a re-added member gets a new identity.
+    const ID = memberId(peerURLs, this.server.config.initialClusterToken, Math.floor(Date.now() / 1000));
+    const member: etcdserverpb.Member = { ID, name: "", peerURLs, clientURLs: [], isLearner: r.isLearner };
+    await this.server.proposeConfChange({
+      type: r.isLearner ? ConfChangeType.AddLearnerNode : ConfChangeType.AddNode,
+      nodeId: raftIdOf(ID),
+      context: encodeMemberRecord(member),
+    });
+    return this.fill<etcdserverpb.MemberAddResponse>({ member, members: [...this.server.members.values()] });
+  }
+
+  async memberRemove(
+    r: etcdserverpb.MemberRemoveRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.MemberRemoveResponse> {
+    this.server.auth.checkAdmin(ai);
+    if (!this.server.members.has(r.ID)) throw errors.memberNotFound();
+    await this.server.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: raftIdOf(r.ID) });
+    return this.fill<etcdserverpb.MemberRemoveResponse>({ members: [...this.server.members.values()] });
+  }
+
+  /**
+   * MemberPromote: only a learner, and only once it has caught up (its match index at least
+   * 90% of the leader's, etcd's isLearnerReady). The check needs the leader's view.
+   */
+  async memberPromote(
+    r: etcdserverpb.MemberPromoteRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.MemberPromoteResponse> {
+    this.server.auth.checkAdmin(ai);
+    const m = this.server.members.get(r.ID);
+    if (m === undefined) throw errors.memberNotFound();
+    if (!m.isLearner) throw errors.memberNotLearner();
+    const raft = this.server.driver?.node.raft;
+    if (raft === undefined || !this.server.driver!.isLeader) throw errors.notLeader();
+    const learner = raft.trk.progress.get(raftIdOf(r.ID));
+    const leader = raft.trk.progress.get(raft.id);
+    if (learner === undefined || leader === undefined || learner.match < leader.match * 0.9)
+      throw errors.learnerNotReady();
+    await this.server.proposeConfChange({
+      type: ConfChangeType.AddNode,
+      nodeId: raftIdOf(r.ID),
+      context: encodeMemberRecord({ ...m, isLearner: false }),
+    });
+    return this.fill<etcdserverpb.MemberPromoteResponse>({ members: [...this.server.members.values()] });
+  }
+
+  async memberUpdate(
+    r: etcdserverpb.MemberUpdateRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.MemberUpdateResponse> {
+    this.server.auth.checkAdmin(ai);
+    const m = this.server.members.get(r.ID);
+    if (m === undefined) throw errors.memberNotFound();
+    const peerURLs = this.validPeerUrls(r.peerURLs);
+    await this.server.propose({ kind: "memberUpdate", req: { ...m, peerURLs } });
+    return this.fill<etcdserverpb.MemberUpdateResponse>({ members: [...this.server.members.values()] });
+  }
+
   /** Registers every service on the router. */
   register(router: GrpcRouter): void {
     const ai = (ctx: CallContext) => {
@@ -335,6 +435,10 @@ export class Services {
     );
     router.unary(MaintenanceService.alarm, (r) => this.alarm(r));
     router.unary(ClusterService.memberList, () => this.memberList());
+    router.unary(ClusterService.memberAdd, (r, ctx) => this.memberAdd(r, ai(ctx)));
+    router.unary(ClusterService.memberRemove, (r, ctx) => this.memberRemove(r, ai(ctx)));
+    router.unary(ClusterService.memberPromote, (r, ctx) => this.memberPromote(r, ai(ctx)));
+    router.unary(ClusterService.memberUpdate, (r, ctx) => this.memberUpdate(r, ai(ctx)));
     router.unary(health.HealthService.check, (r) => {
       // As etcd 3.4: the server as a whole ("") is SERVING; named services are unknown.
       if (r.service !== "") throw new EtcdError(Code.NotFound, "unknown service");

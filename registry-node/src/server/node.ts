@@ -15,6 +15,7 @@ import { BufferedBackend, buckets, type Storage } from "../mvcc/backend.js";
 import { MvccError } from "../mvcc/errors.js";
 import { KVStore } from "../mvcc/kvstore.js";
 import { WatchableStore } from "../mvcc/watchable.js";
+import { type ConfChange, ConfChangeType } from "../raft/types.js";
 import { KVApplier } from "./apply-kv.js";
 import { EtcdError, errors } from "./errors.js";
 import { clusterId, IdGenerator, memberId, raftIdOf } from "./ids.js";
@@ -23,6 +24,57 @@ import type { RaftDriver } from "./raft-driver.js";
 import type { Transport } from "./transport.js";
 
 export type Clock = { now(): number };
+
+/** Who this member is, in which cluster, and the members it starts with. */
+export type Identity = { memberId: bigint; clusterId: bigint; members: etcdserverpb.Member[] };
+
+/** The identity of a member of a new cluster, from its flags (etcd's ids, see ids.ts). */
+export function identityFromConfig(config: Config): Identity {
+  const members: etcdserverpb.Member[] = [];
+  for (const [name, urls] of config.initialCluster) {
+    const peerURLs = urls.map((u) => u.origin);
+    members.push({
+      ID: memberId(peerURLs, config.initialClusterToken),
+      name,
+      peerURLs,
+      clientURLs: [],
+      isLearner: false,
+    });
+  }
+  const own = config.initialCluster.get(config.name)!.map((u) => u.origin);
+  return {
+    memberId: memberId(own, config.initialClusterToken),
+    clusterId: clusterId(members.map((m) => m.ID)),
+    members,
+  };
+}
+
+/** etcd 3.4's members bucket value: {"id", "peerURLs", "isLearner"?, "name"?, "clientURLs"?}, id as a JSON number. */
+export function encodeMemberRecord(m: etcdserverpb.Member): Uint8Array {
+  const parts = [`"id":${m.ID.toString()}`, `"peerURLs":${JSON.stringify(m.peerURLs)}`];
+  if (m.isLearner) parts.push(`"isLearner":true`);
+  if (m.name !== "") parts.push(`"name":${JSON.stringify(m.name)}`);
+  if (m.clientURLs.length > 0) parts.push(`"clientURLs":${JSON.stringify(m.clientURLs)}`);
+  return Buffer.from(`{${parts.join(",")}}`);
+}
+
+export function decodeMemberRecord(b: Uint8Array): etcdserverpb.Member {
+  const text = Buffer.from(b).toString();
+  const id = /"id":(\d+)/.exec(text);
+  const o = JSON.parse(text) as {
+    peerURLs?: string[];
+    isLearner?: boolean;
+    name?: string;
+    clientURLs?: string[];
+  };
+  return {
+    ID: BigInt(id?.[1] ?? "0"),
+    peerURLs: o.peerURLs ?? [],
+    isLearner: o.isLearner ?? false,
+    name: o.name ?? "",
+    clientURLs: o.clientURLs ?? [],
+  };
+}
 export const systemClock: Clock = { now: () => Date.now() };
 
 export type Logger = {
@@ -87,17 +139,10 @@ export class EtcdServer {
     readonly storage: Storage,
     readonly log: Logger,
     readonly clock: Clock = systemClock,
+    identity: Identity = identityFromConfig(config),
   ) {
-    const own = config.initialCluster.get(config.name)!.map((u) => u.origin);
-    this.memberId = memberId(own, config.initialClusterToken);
-    this.clusterId = clusterId(
-      [...config.initialCluster.values()].map((urls) =>
-        memberId(
-          urls.map((u) => u.origin),
-          config.initialClusterToken,
-        ),
-      ),
-    );
+    this.memberId = identity.memberId;
+    this.clusterId = identity.clusterId;
     this.ids = new IdGenerator(this.memberId, clock.now());
     this.backend = new BufferedBackend(storage);
     // etcd: minimum lease TTL is 1.5 election timeouts, rounded up to whole seconds.
@@ -107,13 +152,71 @@ export class EtcdServer {
     this.watchable = new WatchableStore(this.kv);
     this.applier = new KVApplier(this.kv, this.lessor);
     this.auth = new AuthStore(this.backend);
-    for (const [name, urls] of config.initialCluster) {
-      const peerURLs = urls.map((u) => u.origin);
-      const ID = memberId(peerURLs, config.initialClusterToken);
-      this.members.set(ID, { ID, name, peerURLs, clientURLs: [], isLearner: false });
-    }
-    if (config.initialCluster.size === 1) this.leaderId = this.memberId;
+    for (const m of identity.members) this.members.set(m.ID, { ...m });
+    if (identity.members.length === 1 && identity.members[0]!.ID === this.memberId)
+      this.leaderId = this.memberId;
   }
+
+  private saveMember(m: etcdserverpb.Member): void {
+    this.backend.put(buckets.members, Buffer.from(m.ID.toString(16)), encodeMemberRecord(m));
+  }
+
+  /** Conf changes waiting to be applied, by "type:raftId". */
+  private readonly confWaiters = new Map<string, () => void>();
+
+  /** Proposes a membership change and waits until it is applied here. */
+  async proposeConfChange(cc: ConfChange): Promise<void> {
+    if (this.driver === undefined) throw errors.notCapable();
+    const key = `${cc.type}:${cc.nodeId}`;
+    const applied = new Promise<void>((resolve) => this.confWaiters.set(key, resolve));
+    const deadlineMs = Date.now() + this.requestTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(errors.timeout()), this.requestTimeoutMs);
+    });
+    try {
+      await Promise.race([this.driver.proposeConfChange(cc, deadlineMs), timeout]);
+      await Promise.race([applied, timeout]);
+    } finally {
+      clearTimeout(timer);
+      this.confWaiters.delete(key);
+    }
+  }
+
+  /**
+   * Applies a committed membership change: the member record (carried in the change's
+   * context, as etcd's), the members buckets, and the transport's peers.
+   */
+  applyConfChange(cc: ConfChange, index: number): void {
+    this.appliedIndex = index;
+    this.kv.setConsistentIndex(index);
+    const m = cc.context && cc.context.length > 0 ? decodeMemberRecord(cc.context) : undefined;
+    if (cc.type === ConfChangeType.RemoveNode) {
+      const id = [...this.members.keys()].find((k) => raftIdOf(k) === cc.nodeId);
+      if (id !== undefined) {
+        this.members.delete(id);
+        this.backend.delete(buckets.members, Buffer.from(id.toString(16)));
+        this.backend.put(buckets.membersRemoved, Buffer.from(id.toString(16)), Buffer.from("removed"));
+        this.transport?.removePeer(cc.nodeId);
+        if (id === this.memberId) {
+          this.log.error({}, "the member has been permanently removed from the cluster; stopping");
+          this.onRemoved?.();
+        }
+      }
+    } else if (m !== undefined) {
+      const existing = this.members.get(m.ID);
+      const next: etcdserverpb.Member = existing
+        ? { ...existing, isLearner: cc.type === ConfChangeType.AddLearnerNode }
+        : { ...m, isLearner: cc.type === ConfChangeType.AddLearnerNode };
+      this.members.set(m.ID, next);
+      this.saveMember(next);
+      if (m.ID !== this.memberId) this.transport?.addPeer(cc.nodeId, next.peerURLs);
+    }
+    this.confWaiters.get(`${cc.type}:${cc.nodeId}`)?.();
+  }
+
+  /** Called when this member is removed from the cluster. */
+  onRemoved: (() => void) | undefined;
 
   /** etcd's request timeout: 5 s plus two election timeouts. */
   get requestTimeoutMs(): number {
@@ -136,6 +239,20 @@ export class EtcdServer {
     this.restored = true;
     this.lessor.restore();
     this.auth.restore();
+    // Membership: the members bucket once written; at first start, the starting members.
+    this.backend.createBucket(buckets.members);
+    this.backend.createBucket(buckets.membersRemoved);
+    const stored: etcdserverpb.Member[] = [];
+    this.backend.scan(buckets.members, new Uint8Array(0), undefined, (_k, v) => {
+      stored.push(decodeMemberRecord(v));
+      return true;
+    });
+    if (stored.length > 0) {
+      this.members.clear();
+      for (const m of stored) this.members.set(m.ID, m);
+    } else {
+      for (const m of this.members.values()) this.saveMember(m);
+    }
     this.backend.createBucket(buckets.alarm);
     this.backend.scan(buckets.alarm, new Uint8Array(0), undefined, (k) => {
       const a = etcdserverpb.AlarmMember.decode(k);
@@ -334,7 +451,20 @@ export class EtcdServer {
           return this.applyAlarm(op.req);
         case "publish": {
           const m = this.members.get(op.req.ID);
-          if (m) this.members.set(op.req.ID, { ...m, name: op.req.name, clientURLs: op.req.clientURLs });
+          if (m) {
+            const next = { ...m, name: op.req.name, clientURLs: op.req.clientURLs };
+            this.members.set(op.req.ID, next);
+            this.saveMember(next);
+          }
+          return {};
+        }
+        case "memberUpdate": {
+          const m = this.members.get(op.req.ID);
+          if (m === undefined) throw errors.memberNotFound();
+          const next = { ...m, peerURLs: op.req.peerURLs };
+          this.members.set(op.req.ID, next);
+          this.saveMember(next);
+          if (op.req.ID !== this.memberId) this.transport?.addPeer(raftIdOf(op.req.ID), next.peerURLs);
           return {};
         }
         default:

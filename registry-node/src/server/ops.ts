@@ -15,6 +15,8 @@ export type Op =
   | { kind: "alarm"; req: etcdserverpb.AlarmRequest }
   /** A member announces its name and client URLs (etcd's publish of member attributes). */
   | { kind: "publish"; req: etcdserverpb.Member }
+  /** New peer URLs of a member (etcd's ConfChangeUpdateNode; not a Raft configuration change). */
+  | { kind: "memberUpdate"; req: etcdserverpb.Member }
   | { kind: "authEnable"; req: etcdserverpb.AuthEnableRequest }
   | { kind: "authDisable"; req: etcdserverpb.AuthDisableRequest }
   /** `password` carries the issued token, never the password. */
@@ -40,6 +42,7 @@ const codecs = {
   leaseRevoke: [6, etcdserverpb.LeaseRevokeRequest],
   alarm: [7, etcdserverpb.AlarmRequest],
   publish: [8, etcdserverpb.Member],
+  memberUpdate: [9, etcdserverpb.Member],
   authEnable: [10, etcdserverpb.AuthEnableRequest],
   authDisable: [11, etcdserverpb.AuthDisableRequest],
   authenticate: [12, etcdserverpb.AuthenticateRequest],

@@ -15,6 +15,7 @@ import {
   type HardState,
   type MemoryStorage,
   type Message,
+  MessageType,
   ProposalDroppedError,
   RawNode,
   type ReadState,
@@ -269,6 +270,14 @@ export class RaftDriver {
           }
         }
         this.opts.transport.send(rd.messages);
+        // The core waits in "snapshot" state for each snapshot's outcome: report it, or a
+        // follower that missed one (down when it was sent) would never be sent another.
+        for (const m of rd.messages) {
+          if (m.type === MessageType.MsgSnap) {
+            const ok = this.opts.transport.isConnected(m.to);
+            setImmediate(() => this.node.reportSnapshot(m.to, ok));
+          }
+        }
         for (const e of rd.committed) this.applyEntry(e);
         if (rd.readStates.length > 0) this.onReadStates(rd.readStates);
         this.node.advance(rd);

@@ -3,15 +3,22 @@
 // rebuilt from them, the peer transport on the peer URLs, and the driver.
 
 import { join } from "node:path";
+import type { etcdserverpb } from "@regmesh/proto";
 import type { Config } from "../config/config.js";
 import { defaultFileSystem } from "../io/index.js";
 import { MemoryStorage } from "../raft/storage.js";
 import type { Snapshot } from "../raft/types.js";
-import { loadIntoStorage, RaftDiskStorage, restoreRaftLog } from "../wal/raft-log-store.js";
+import {
+  loadIntoStorage,
+  RaftDiskStorage,
+  type RestoredRaftLog,
+  restoreRaftLog,
+} from "../wal/raft-log-store.js";
+import { Wal } from "../wal/wal.js";
 import { raftIdOf } from "./ids.js";
-import type { EtcdServer, Logger } from "./node.js";
+import { type EtcdServer, type Identity, identityFromConfig, type Logger } from "./node.js";
 import { RaftDriver } from "./raft-driver.js";
-import { Transport } from "./transport.js";
+import { callUrl, Transport } from "./transport.js";
 
 export { raftIdOf };
 
@@ -22,30 +29,114 @@ function encodeMeta(member: bigint, cluster: bigint): Uint8Array {
   return b;
 }
 
-export async function startRaft(config: Config, server: EtcdServer, log: Logger): Promise<RaftDriver> {
-  if (config.initialClusterState === "existing") {
+export type PreparedRaft = { identity: Identity; restored: RestoredRaftLog; joining: boolean };
+
+/**
+ * Finds out who this member is before anything starts: from its WAL when it has one; for
+ * a new cluster, from its flags; when joining a running cluster (--initial-cluster-state
+ * existing), from the members the cluster already has (added with MemberAdd), asked of the
+ * peers named in --initial-cluster.
+ */
+export async function prepareRaft(config: Config): Promise<PreparedRaft> {
+  const fs = defaultFileSystem();
+  const paths = raftPaths(config);
+  fs.mkdir(paths.snapDir, { recursive: true });
+  if (Wal.exists(fs, paths.walDir)) {
+    const restored = restoreRaftLog(fs, paths);
+    const meta = Buffer.from(restored.metadata);
+    const identity = {
+      ...identityFromConfig(config),
+      memberId: meta.readBigUInt64BE(0),
+      clusterId: meta.readBigUInt64BE(8),
+    };
+    return { identity, restored, joining: false };
+  }
+  const joining = config.initialClusterState === "existing";
+  if (joining && process.env.REGMESH_EXPERIMENTAL_JOIN !== "1") {
+    // The join path (membership fetched from the peers, log and snapshot from the leader)
+    // is written but a joined member does not yet catch up; until it does, refuse clearly.
     throw new Error("--initial-cluster-state=existing (joining a running cluster) is not supported yet");
   }
-  const fs = defaultFileSystem();
+  const identity = joining ? await fetchIdentity(config) : identityFromConfig(config);
+  const restored = restoreRaftLog(fs, paths, encodeMeta(identity.memberId, identity.clusterId));
+  return { identity, restored, joining };
+}
+
+function raftPaths(config: Config) {
   const memberDir = join(config.dataDir, "member");
-  fs.mkdir(memberDir, { recursive: true });
-  const paths = {
+  return {
     walDir: config.walDir !== "" ? config.walDir : join(memberDir, "wal"),
     snapDir: join(memberDir, "snap"),
   };
-  fs.mkdir(paths.snapDir, { recursive: true });
+}
 
-  const members = [...server.members.keys()];
-  const restored = restoreRaftLog(fs, paths, encodeMeta(server.memberId, server.clusterId));
-  const meta = Buffer.from(restored.metadata);
-  if (meta.readBigUInt64BE(0) !== server.memberId || meta.readBigUInt64BE(8) !== server.clusterId) {
-    throw new Error(
-      `the data directory belongs to member ${meta.readBigUInt64BE(0).toString(16)} of cluster ${meta.readBigUInt64BE(8).toString(16)}, not ${server.memberId.toString(16)} of ${server.clusterId.toString(16)}`,
-    );
+type MembersReply = {
+  clusterId: string;
+  members: { id: string; name: string; peerURLs: string[]; clientURLs: string[]; isLearner: boolean }[];
+};
+
+export function encodeMembersReply(clusterIdValue: bigint, members: Iterable<etcdserverpb.Member>): Buffer {
+  const reply: MembersReply = {
+    clusterId: clusterIdValue.toString(16),
+    members: [...members].map((m) => ({
+      id: m.ID.toString(16),
+      name: m.name,
+      peerURLs: m.peerURLs,
+      clientURLs: m.clientURLs,
+      isLearner: m.isLearner,
+    })),
+  };
+  return Buffer.from(JSON.stringify(reply));
+}
+
+async function fetchIdentity(config: Config): Promise<Identity> {
+  const own = config.initialAdvertisePeerUrls
+    .map((u) => u.origin)
+    .sort()
+    .join(",");
+  const errs: string[] = [];
+  for (const [name, urls] of config.initialCluster) {
+    if (name === config.name) continue;
+    for (const url of urls) {
+      try {
+        const reply = JSON.parse(
+          (await callUrl(url.origin, "/members", Buffer.alloc(0), 3000)).toString(),
+        ) as MembersReply;
+        const members = reply.members.map((m) => ({
+          ID: BigInt(`0x${m.id}`),
+          name: m.name,
+          peerURLs: m.peerURLs,
+          clientURLs: m.clientURLs,
+          isLearner: m.isLearner,
+        }));
+        const me = members.find((m) => [...m.peerURLs].sort().join(",") === own);
+        if (me === undefined) {
+          throw new Error(
+            `no member of the running cluster has peer URLs ${own}: add this member first (etcdctl member add ${config.name} --peer-urls=${own})`,
+          );
+        }
+        return { memberId: me.ID, clusterId: BigInt(`0x${reply.clusterId}`), members };
+      } catch (err) {
+        errs.push(`${url.origin}: ${(err as Error).message}`);
+      }
+    }
   }
+  throw new Error(
+    `could not get the cluster's members from any peer in --initial-cluster (${errs.join("; ")})`,
+  );
+}
+
+export async function startRaft(
+  config: Config,
+  server: EtcdServer,
+  log: Logger,
+  prepared: PreparedRaft,
+): Promise<RaftDriver> {
+  const { restored, joining } = prepared;
+  const members = [...server.members.keys()];
   const disk = RaftDiskStorage.from(restored);
   const storage = new MemoryStorage();
-  if (restored.created) {
+  if (restored.created && !joining) {
     // A new cluster starts from a snapshot at index 1 naming every initial member a voter,
     // so all members begin with the same configuration and no bootstrap entries.
     const boot: Snapshot = {
@@ -76,7 +167,8 @@ export async function startRaft(config: Config, server: EtcdServer, log: Logger)
     );
   }
 
-  const raftToMember = new Map(members.map((m) => [raftIdOf(m), m]));
+  const raftToMember = (raftId: number) =>
+    [...server.members.keys()].find((m) => raftIdOf(m) === raftId) ?? 0n;
   const id = raftIdOf(server.memberId);
   let driver: RaftDriver | undefined;
   const transport = new Transport({
@@ -100,9 +192,9 @@ export async function startRaft(config: Config, server: EtcdServer, log: Logger)
     electionTimeoutMs: config.electionTimeoutMs,
     applied,
     apply: (e) => server.applyEntry(e.index, e.data),
-    onConfChange: () => {},
+    onConfChange: (cc, index) => server.applyConfChange(cc, index),
     onLeaderChange: (lead, isLeader, term) =>
-      server.onLeaderChange(raftToMember.get(lead) ?? 0n, isLeader, term),
+      server.onLeaderChange(lead === 0 ? 0n : raftToMember(lead), isLeader, term),
     log,
     seed: Number(server.memberId & 0xffffffffn),
   });

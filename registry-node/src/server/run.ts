@@ -16,7 +16,7 @@ import { Services } from "../api/services.js";
 import type { Config } from "../config/config.js";
 import { BboltStorage } from "../mvcc/bbolt-storage.js";
 import { EtcdServer } from "./node.js";
-import { startRaft } from "./raft-member.js";
+import { encodeMembersReply, prepareRaft, startRaft } from "./raft-member.js";
 
 /** etcd's gRPC server accepts this much beyond --max-request-bytes (grpcOverheadBytes). */
 const grpcOverheadBytes = 512 * 1024;
@@ -29,9 +29,18 @@ export async function runMember(config: Config): Promise<RunningMember> {
   const snapDir = join(config.dataDir, "member", "snap");
   mkdirSync(snapDir, { recursive: true });
   const storage = await BboltStorage.open(join(snapDir, "db"));
-  const server = new EtcdServer(config, storage, log);
+  const prepared = await prepareRaft(config);
+  const server = new EtcdServer(config, storage, log, undefined, prepared.identity);
   server.restore();
-  const raft = await startRaft(config, server, log);
+  const raft = await startRaft(config, server, log, prepared);
+  // The members' peer endpoint a joining member asks who is in the cluster (etcd's /members).
+  server.transport!.handle(
+    "/members",
+    async () => encodeMembersReply(server.clusterId, server.members.values()),
+    {
+      anyCluster: true,
+    },
+  );
   server.start();
 
   const services = new Services(server, {
@@ -119,6 +128,11 @@ export async function runMember(config: Config): Promise<RunningMember> {
       },
     })
     .catch((err) => log.warn({ err }, "publishing member attributes failed"));
+
+  // Removed from the cluster by MemberRemove: stop, as etcd's member does.
+  server.onRemoved = () => {
+    void stop().then(() => process.exit(0));
+  };
 
   let stopping: Promise<void> | undefined;
   const stop = () => {

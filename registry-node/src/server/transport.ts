@@ -54,6 +54,16 @@ class Peer {
     this.urls = urls;
   }
 
+  /** Whether the outgoing stream is open and was accepted (used to report snapshot delivery). */
+  get connected(): boolean {
+    return (
+      this.stream !== undefined &&
+      !this.stream.destroyed &&
+      !this.reportedDown &&
+      this.retryTimer === undefined
+    );
+  }
+
   send(m: Message): void {
     if (this.closed) return;
     if (this.queue.length >= transportLimits.queuedMessagesMax) {
@@ -193,7 +203,7 @@ export type CallHandler = (body: Buffer) => Promise<Buffer>;
 
 export class Transport {
   private readonly peers = new Map<number, Peer>();
-  private readonly handlers = new Map<string, CallHandler>();
+  private readonly handlers = new Map<string, { f: CallHandler; anyCluster: boolean }>();
   private server: http2.Http2Server | undefined;
   private readonly inbound = new Set<http2.ServerHttp2Session>();
 
@@ -241,8 +251,12 @@ export class Transport {
   }
 
   /** Serves `path` for peers' calls; a handler throwing answers 500 with its message. */
-  handle(path: string, f: CallHandler): void {
-    this.handlers.set(path, f);
+  handle(path: string, f: CallHandler, opts: { anyCluster?: boolean } = {}): void {
+    this.handlers.set(path, { f, anyCluster: opts.anyCluster ?? false });
+  }
+
+  isConnected(peer: number): boolean {
+    return this.peers.get(peer)?.connected ?? false;
   }
 
   call(peer: number, path: string, body: Buffer, timeoutMs: number): Promise<Buffer> {
@@ -265,7 +279,7 @@ export class Transport {
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     const handler = this.handlers.get(String(headers[":path"]));
     if (handler !== undefined) {
-      if (headers[clusterHeader] !== this.opts.clusterId.toString(16)) {
+      if (!handler.anyCluster && headers[clusterHeader] !== this.opts.clusterId.toString(16)) {
         stream.respond({ ":status": 412 });
         stream.end();
         return;
@@ -274,7 +288,7 @@ export class Transport {
       stream.on("data", (c: Buffer) => parts.push(c));
       stream.on("error", () => {});
       stream.on("end", () => {
-        handler(Buffer.concat(parts)).then(
+        handler.f(Buffer.concat(parts)).then(
           (out) => {
             if (stream.destroyed) return;
             stream.respond({ ":status": 200 });
@@ -327,4 +341,36 @@ export class Transport {
     });
     stream.on("error", () => {});
   }
+}
+
+/** One call to a peer URL outside the cluster's transport (a joining member asking for the membership). */
+export function callUrl(url: string, path: string, body: Buffer, timeoutMs: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(url);
+    const timer = setTimeout(() => {
+      session.destroy();
+      reject(new Error(`${url}${path}: timed out`));
+    }, timeoutMs);
+    const done = (err: Error | undefined, out?: Buffer) => {
+      clearTimeout(timer);
+      session.close();
+      if (err) reject(err);
+      else resolve(out!);
+    };
+    session.on("error", (e) => done(e));
+    const req = session.request({ ":method": "POST", ":path": path });
+    const parts: Buffer[] = [];
+    let status = 0;
+    req.on("response", (h) => {
+      status = Number(h[":status"]);
+    });
+    req.on("data", (c: Buffer) => parts.push(c));
+    req.on("end", () =>
+      status === 200
+        ? done(undefined, Buffer.concat(parts))
+        : done(new PeerCallError(status, `${url}${path}: ${status}`)),
+    );
+    req.on("error", (e) => done(e));
+    req.end(body);
+  });
 }

@@ -74,9 +74,22 @@ describe("endpoint failover (3 members)", () => {
     diagnostics.subscribe("sdk:watch:reconnect", onReconnect);
     try {
       const values: string[] = [];
+      let connected = false;
       c2.watch(
         { key: "hl/", prefix: true },
-        { events: (evs) => values.push(...evs.map((e) => e.kv!.value.toString())) },
+        {
+          events: (evs) => values.push(...evs.map((e) => e.kv!.value.toString())),
+          connected: () => {
+            connected = true;
+          },
+        },
+      );
+      // The watch starts at the revision current when the server creates it: a put sent
+      // before that would not be seen, so wait for the watch to be in place first.
+      await until(
+        () => connected,
+        5_000,
+        () => "watch connected",
       );
       await c2.put("hl/k", "1");
       await until(
