@@ -27,6 +27,17 @@ export function prefixEnd(prefix: Uint8Array): Buffer {
   return Buffer.from([0]);
 }
 
+/** The key with the lowest creation revision under `prefix`: the holder (etcd's WithFirstCreate). */
+function oldestUnder(prefix: Buffer): etcdserverpb.RangeRequest {
+  return S.RangeRequest.create({
+    key: prefix,
+    rangeEnd: prefixEnd(prefix),
+    sortTarget: S.RangeRequest_SortTarget.CREATE,
+    sortOrder: S.RangeRequest_SortOrder.ASCEND,
+    limit: 1n,
+  });
+}
+
 export class Concurrency {
   constructor(private readonly services: Services) {}
 
@@ -191,16 +202,7 @@ export class Concurrency {
   async leaderOf(
     name: Buffer,
   ): Promise<{ header: etcdserverpb.ResponseHeader; kv: mvccpb.KeyValue | undefined }> {
-    const prefix = Buffer.concat([name, Buffer.from("/")]);
-    const r = await this.services.range(
-      S.RangeRequest.create({
-        key: prefix,
-        rangeEnd: prefixEnd(prefix),
-        sortTarget: S.RangeRequest_SortTarget.CREATE,
-        sortOrder: S.RangeRequest_SortOrder.ASCEND,
-        limit: 1n,
-      }),
-    );
+    const r = await this.services.range(oldestUnder(Buffer.concat([name, Buffer.from("/")])));
     return { header: r.header!, kv: r.kvs[0] };
   }
 
@@ -245,15 +247,7 @@ export class Concurrency {
     const key = this.leaseKey(r.name, r.lease);
     const release = this.holdLease(r.lease, signal);
     try {
-      const owner = {
-        requestRange: S.RangeRequest.create({
-          key: prefix,
-          rangeEnd: prefixEnd(prefix),
-          sortTarget: S.RangeRequest_SortTarget.CREATE,
-          sortOrder: S.RangeRequest_SortOrder.ASCEND,
-          limit: 1n,
-        }),
-      };
+      const owner = { requestRange: oldestUnder(prefix) };
       const resp = await this.services.txn(
         S.TxnRequest.create({
           compare: [

@@ -81,6 +81,17 @@ export function createClientListener(opts: ClientListenerOptions): ClientListene
   h2.on("sessionError", () => {});
   const h1 = opts.onHttp1 ? http.createServer({ keepAliveTimeout: 60_000 }, opts.onHttp1) : undefined;
   const sockets = new Set<net.Socket>();
+  // Closing stops accepting and ends the open connections (streams in flight included).
+  const listening = (server: net.Server): ClientListener => ({
+    server,
+    http2Server: h2,
+    http1Server: h1,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  });
   if (opts.tls) {
     const t = opts.tls;
     const server = tls.createServer(
@@ -100,16 +111,7 @@ export function createClientListener(opts: ClientListenerOptions): ClientListene
       },
     );
     server.on("tlsClientError", () => {});
-    return {
-      server,
-      http2Server: h2,
-      http1Server: h1,
-      close: () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          for (const s of sockets) s.destroy();
-        }),
-    };
+    return listening(server);
   }
   const server = net.createServer({ pauseOnConnect: h1 !== undefined, noDelay: true }, (socket) => {
     sockets.add(socket);
@@ -132,14 +134,5 @@ export function createClientListener(opts: ClientListenerOptions): ClientListene
     socket.on("error", () => socket.destroy());
     socket.resume();
   });
-  return {
-    server,
-    http2Server: h2,
-    http1Server: h1,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      }),
-  };
+  return listening(server);
 }

@@ -197,10 +197,12 @@ export class EtcdServer {
         this.members.delete(id);
         this.backend.delete(buckets.members, Buffer.from(id.toString(16)));
         this.backend.put(buckets.membersRemoved, Buffer.from(id.toString(16)), Buffer.from("removed"));
+        this.removedRaftIds.add(cc.nodeId);
         this.transport?.removePeer(cc.nodeId);
         if (id === this.memberId) {
           this.log.error({}, "the member has been permanently removed from the cluster; stopping");
-          this.onRemoved?.();
+          // A moment later, so an answer to the removal itself can still go out.
+          setTimeout(() => this.onRemoved?.(), 500).unref();
         }
       }
     } else if (m !== undefined) {
@@ -213,6 +215,13 @@ export class EtcdServer {
       if (m.ID !== this.memberId) this.transport?.addPeer(cc.nodeId, next.peerURLs);
     }
     this.confWaiters.get(`${cc.type}:${cc.nodeId}`)?.();
+  }
+
+  /** Raft ids of members removed from the cluster (the members_removed bucket), for the transport. */
+  private readonly removedRaftIds = new Set<number>();
+
+  isRemovedRaftId(raftId: number): boolean {
+    return this.removedRaftIds.has(raftId);
   }
 
   /** Called when this member is removed from the cluster. */
@@ -245,6 +254,10 @@ export class EtcdServer {
     const stored: etcdserverpb.Member[] = [];
     this.backend.scan(buckets.members, new Uint8Array(0), undefined, (_k, v) => {
       stored.push(decodeMemberRecord(v));
+      return true;
+    });
+    this.backend.scan(buckets.membersRemoved, new Uint8Array(0), undefined, (k) => {
+      this.removedRaftIds.add(raftIdOf(BigInt(`0x${Buffer.from(k).toString()}`)));
       return true;
     });
     if (stored.length > 0) {

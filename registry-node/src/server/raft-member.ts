@@ -176,6 +176,11 @@ export async function startRaft(
     clusterId: server.clusterId,
     onMessage: (m) => driver?.step(m),
     onUnreachable: (peer) => driver?.reportUnreachable(peer),
+    isRemoved: (peer) => server.isRemovedRaftId(peer),
+    onRemoved: () => {
+      log.error({}, "a peer says this member was removed from the cluster; stopping");
+      server.onRemoved?.();
+    },
     log,
   });
   for (const m of members) transport.addPeer(raftIdOf(m), server.members.get(m)!.peerURLs);

@@ -27,6 +27,10 @@ export type TransportOptions = {
   clusterId: bigint;
   onMessage: (m: Message) => void;
   onUnreachable?: (peer: number) => void;
+  /** Whether a peer id was removed from the cluster: its streams are refused with 410 Gone. */
+  isRemoved?: (peer: number) => boolean;
+  /** A peer answered 410 Gone: this member was removed from the cluster (etcd's rafthttp). */
+  onRemoved?: () => void;
   log?: { warn(obj: object, msg?: string): void };
 };
 
@@ -108,6 +112,11 @@ class Peer {
     });
     this.stream = stream;
     stream.on("response", (headers) => {
+      if (headers[":status"] === 410) {
+        this.t.opts.onRemoved?.();
+        this.lost();
+        return;
+      }
       if (headers[":status"] !== 200) {
         this.t.opts.log?.warn({ peer: this.id, status: headers[":status"] }, "peer refused the raft stream");
         this.lost();
@@ -314,6 +323,12 @@ export class Transport {
       stream.end();
       return;
     }
+    if (this.opts.isRemoved?.(Number(headers[fromHeader]))) {
+      // A removed member still talking (it missed the commit of its removal): tell it.
+      stream.respond({ ":status": 410 });
+      stream.end();
+      return;
+    }
     stream.respond({ ":status": 200 });
     let buf: Buffer = Buffer.alloc(0);
     stream.on("data", (chunk: Buffer) => {
@@ -335,6 +350,11 @@ export class Transport {
           return;
         }
         off += 4 + len;
+        if (this.opts.isRemoved?.(m.from)) {
+          // Its removal was committed without it: end the stream; reconnecting gets 410 Gone.
+          stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+          return;
+        }
         this.opts.onMessage(m);
       }
       buf = off === buf.length ? Buffer.alloc(0) : buf.subarray(off);
