@@ -53,8 +53,10 @@ export async function prepareRaft(config: Config): Promise<PreparedRaft> {
   }
   const joining = config.initialClusterState === "existing";
   if (joining && process.env.REGMESH_EXPERIMENTAL_JOIN !== "1") {
-    // The join path (membership fetched from the peers, log and snapshot from the leader)
-    // is written but a joined member does not yet catch up; until it does, refuse clearly.
+    // The join path (membership fetched from the peers, then log and snapshot from the
+    // leader) is written, but the leader can only send the bootstrap snapshot, whose
+    // configuration does not hold the new member, so Raft rightly refuses it. Until the
+    // leader sends a fresh snapshot (the bbolt file at its applied index), refuse clearly.
     throw new Error("--initial-cluster-state=existing (joining a running cluster) is not supported yet");
   }
   const identity = joining ? await fetchIdentity(config) : identityFromConfig(config);

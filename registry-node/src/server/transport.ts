@@ -102,8 +102,11 @@ class Peer {
     if (url === undefined) return undefined;
     const session = http2.connect(url);
     this.session = session;
-    session.on("error", () => this.lost());
-    session.on("close", () => this.lost());
+    // Events of an older connection can arrive after a new one was opened (a refused
+    // connection's 'close' comes late): they must not tear down the new one.
+    const current = () => this.session === session;
+    session.on("error", () => current() && this.lost());
+    session.on("close", () => current() && this.lost());
     const stream = session.request({
       ":method": "POST",
       ":path": "/raft/stream",
@@ -112,6 +115,7 @@ class Peer {
     });
     this.stream = stream;
     stream.on("response", (headers) => {
+      if (!current()) return;
       if (headers[":status"] === 410) {
         this.t.opts.onRemoved?.();
         this.lost();
@@ -125,8 +129,8 @@ class Peer {
       this.backoffMs = transportLimits.reconnectBackoffMsMin;
       this.reportedDown = false;
     });
-    stream.on("error", () => this.lost());
-    stream.on("close", () => this.lost());
+    stream.on("error", () => current() && this.lost());
+    stream.on("close", () => current() && this.lost());
     stream.resume();
     return stream;
   }
