@@ -51,6 +51,8 @@ export interface Storage {
   sizeBytes(): number;
   /** Writes a consistent copy of the data file (Maintenance.Snapshot); absent for in-memory storage. */
   snapshotTo?(path: string): Promise<{ bytes: number }>;
+  /** Replaces the whole data file (a Raft snapshot from the leader); no commit may run meanwhile. */
+  replaceWith?(data: Uint8Array): Promise<void>;
   /** Rewrites the data file without its free pages (Maintenance.Defragment); no commit may run meanwhile. */
   defragment?(onProgress?: (p: { bytesCopied: number; keysCopied: number }) => void): Promise<void>;
 }

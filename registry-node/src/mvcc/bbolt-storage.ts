@@ -5,7 +5,7 @@
 // new one per get: a read transaction is cheap but not free, and the buffered backend
 // reads through here for every value it does not hold itself.
 
-import { readdirSync, renameSync, rmSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { DB, type OpenOptions, type Tx } from "../storage/index.js";
 import type { Storage, StorageReadTx, StorageWriteTx } from "./backend.js";
@@ -96,6 +96,23 @@ export class BboltStorage implements Storage {
     const old = this.reader;
     this.reader = this.db.begin();
     old.rollback();
+  }
+
+  /** Closes the file, writes `data` (a whole bbolt file) in its place, durably, and reopens it. */
+  async replaceWith(data: Uint8Array): Promise<void> {
+    this.reader.rollback();
+    await this.db.close();
+    const tmp = `${this.path}.install`;
+    const fd = openSync(tmp, "w");
+    try {
+      writeSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.path);
+    this.db = await DB.open(this.path, this.opts);
+    this.reader = this.db.begin();
   }
 
   snapshotTo(path: string): Promise<{ bytes: number }> {

@@ -104,12 +104,12 @@ export function toClientError(err: unknown): unknown {
 export class EtcdServer {
   readonly memberId: bigint;
   readonly clusterId: bigint;
-  readonly backend: BufferedBackend;
-  readonly lessor: Lessor;
-  readonly kv: KVStore;
-  readonly watchable: WatchableStore;
-  readonly applier: KVApplier;
-  readonly auth: AuthStore;
+  backend!: BufferedBackend;
+  lessor!: Lessor;
+  kv!: KVStore;
+  watchable!: WatchableStore;
+  applier!: KVApplier;
+  auth!: AuthStore;
   private readonly ids: IdGenerator;
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly compactions: { task: Task; resolve: () => void }[] = [];
@@ -144,14 +144,7 @@ export class EtcdServer {
     this.memberId = identity.memberId;
     this.clusterId = identity.clusterId;
     this.ids = new IdGenerator(this.memberId, clock.now());
-    this.backend = new BufferedBackend(storage);
-    // etcd: minimum lease TTL is 1.5 election timeouts, rounded up to whole seconds.
-    const minTTLSeconds = Math.ceil((1.5 * config.electionTimeoutMs) / 1000);
-    this.lessor = new Lessor(this.backend, minTTLSeconds);
-    this.kv = new KVStore(this.backend, this.lessor);
-    this.watchable = new WatchableStore(this.kv);
-    this.applier = new KVApplier(this.kv, this.lessor);
-    this.auth = new AuthStore(this.backend);
+    this.buildStateMachine();
     for (const m of identity.members) this.members.set(m.ID, { ...m });
     if (identity.members.length === 1 && identity.members[0]!.ID === this.memberId)
       this.leaderId = this.memberId;
@@ -226,6 +219,38 @@ export class EtcdServer {
 
   /** Called when this member is removed from the cluster. */
   onRemoved: (() => void) | undefined;
+
+  /** The state machine's objects over the current storage (again after installing a snapshot). */
+  private buildStateMachine(): void {
+    this.backend = new BufferedBackend(this.storage);
+    // etcd: minimum lease TTL is 1.5 election timeouts, rounded up to whole seconds.
+    const minTTLSeconds = Math.ceil((1.5 * this.config.electionTimeoutMs) / 1000);
+    this.lessor = new Lessor(this.backend, minTTLSeconds);
+    this.kv = new KVStore(this.backend, this.lessor);
+    this.watchable = new WatchableStore(this.kv);
+    this.applier = new KVApplier(this.kv, this.lessor);
+    this.auth = new AuthStore(this.backend);
+  }
+
+  /**
+   * Installs a Raft snapshot from the leader: its data is the leader's whole backend file
+   * (etcd's design), which replaces ours; the state machine is rebuilt from it. Returns
+   * the backend's consistent index: entries up to it are already in.
+   */
+  async installSnapshot(data: Uint8Array): Promise<number> {
+    const st = this.storage;
+    if (st.replaceWith === undefined) throw new Error("server: this storage cannot install a snapshot");
+    await this.backend.commit();
+    await this.backend.exclusive(() => st.replaceWith!(data));
+    this.buildStateMachine();
+    this.restored = false;
+    this.restore();
+    this.log.info(
+      { revision: this.kv.rev, consistentIndex: this.kv.consistentIndex },
+      "installed a snapshot from the leader",
+    );
+    return this.kv.consistentIndex;
+  }
 
   /** etcd's request timeout: 5 s plus two election timeouts. */
   get requestTimeoutMs(): number {

@@ -44,6 +44,8 @@ export type RaftDriverOptions = {
   /** Applies a membership change once committed. */
   onConfChange: (cc: ConfChange, index: number) => void;
   onLeaderChange: (lead: number, isLeader: boolean, term: number) => void;
+  /** Installs a snapshot's data as the state machine; returns the backend's consistent index. */
+  installSnapshot: (data: Uint8Array) => Promise<number>;
   log: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   seed: number;
 };
@@ -257,8 +259,14 @@ export class RaftDriver {
         const rd = this.node.ready();
         if (rd.softState) this.onSoftState(rd.softState);
         if (rd.snapshot) {
-          await this.opts.disk.saveSnap(rd.snapshot);
+          // The snapshot file keeps only the metadata: the data (the leader's backend file)
+          // becomes our backend, which is where it is kept from then on.
+          await this.opts.disk.saveSnap({ ...rd.snapshot, data: new Uint8Array(0) });
           this.opts.storage.applySnapshot(rd.snapshot);
+          if (rd.snapshot.data.length > 0) {
+            const ci = await this.opts.installSnapshot(rd.snapshot.data);
+            this.appliedIndex = Math.max(this.appliedIndex, rd.snapshot.metadata.index, ci);
+          }
         }
         if (rd.hardState) this.hardState = rd.hardState;
         if (rd.entries.length > 0 || rd.hardState) await this.opts.disk.save(this.hardState, rd.entries);

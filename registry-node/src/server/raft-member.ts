@@ -2,11 +2,12 @@
 // (etcd's layout: <data-dir>/member/wal, <data-dir>/member/snap), the in-memory Raft log
 // rebuilt from them, the peer transport on the peer URLs, and the driver.
 
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { etcdserverpb } from "@regmesh/proto";
 import type { Config } from "../config/config.js";
 import { defaultFileSystem } from "../io/index.js";
-import { MemoryStorage } from "../raft/storage.js";
+import { MemoryStorage, SnapshotTemporarilyUnavailableError } from "../raft/storage.js";
 import type { Snapshot } from "../raft/types.js";
 import {
   loadIntoStorage,
@@ -27,6 +28,44 @@ function encodeMeta(member: bigint, cluster: bigint): Uint8Array {
   b.writeBigUInt64BE(member, 0);
   b.writeBigUInt64BE(cluster, 8);
   return b;
+}
+
+/**
+ * Raft's storage on the leader side: when a follower needs a snapshot (it joined, or fell
+ * behind), the last stored one (the bootstrap at index 1) would not do: its configuration
+ * may not even hold the follower, which Raft then rightly refuses. So a fresh one is made
+ * on demand: the backend file, committed, at the applied index with the current
+ * configuration. Raft asks again while it is being made (SnapshotTemporarilyUnavailable).
+ */
+export class ServingStorage extends MemoryStorage {
+  private fresh: Snapshot | undefined;
+  private preparing = false;
+  make: (() => Promise<Snapshot>) | undefined;
+
+  /** The last snapshot stored (for start-up), without making a fresh one. */
+  stored(): Snapshot {
+    return super.snapshot();
+  }
+
+  override snapshot(): Snapshot {
+    const base = super.snapshot();
+    const fresh = this.fresh;
+    this.fresh = undefined; // one use: the next follower gets a newer one
+    if (fresh !== undefined && fresh.metadata.index >= base.metadata.index) return fresh;
+    if (this.make !== undefined && !this.preparing) {
+      this.preparing = true;
+      this.make().then(
+        (s) => {
+          this.fresh = s;
+          this.preparing = false;
+        },
+        () => {
+          this.preparing = false;
+        },
+      );
+    }
+    throw new SnapshotTemporarilyUnavailableError("making a snapshot of the backend");
+  }
 }
 
 export type PreparedRaft = { identity: Identity; restored: RestoredRaftLog; joining: boolean };
@@ -52,13 +91,6 @@ export async function prepareRaft(config: Config): Promise<PreparedRaft> {
     return { identity, restored, joining: false };
   }
   const joining = config.initialClusterState === "existing";
-  if (joining && process.env.REGMESH_EXPERIMENTAL_JOIN !== "1") {
-    // The join path (membership fetched from the peers, then log and snapshot from the
-    // leader) is written, but the leader can only send the bootstrap snapshot, whose
-    // configuration does not hold the new member, so Raft rightly refuses it. Until the
-    // leader sends a fresh snapshot (the bbolt file at its applied index), refuse clearly.
-    throw new Error("--initial-cluster-state=existing (joining a running cluster) is not supported yet");
-  }
   const identity = joining ? await fetchIdentity(config) : identityFromConfig(config);
   const restored = restoreRaftLog(fs, paths, encodeMeta(identity.memberId, identity.clusterId));
   return { identity, restored, joining };
@@ -137,7 +169,7 @@ export async function startRaft(
   const { restored, joining } = prepared;
   const members = [...server.members.keys()];
   const disk = RaftDiskStorage.from(restored);
-  const storage = new MemoryStorage();
+  const storage = new ServingStorage();
   if (restored.created && !joining) {
     // A new cluster starts from a snapshot at index 1 naming every initial member a voter,
     // so all members begin with the same configuration and no bootstrap entries.
@@ -162,7 +194,7 @@ export async function startRaft(
   }
   // The backend remembers the last entry it applied (meta/consistent_index, committed with
   // the data it produced): the log replays only what came after it.
-  const applied = Math.max(storage.snapshot().metadata.index, server.kv.consistentIndex);
+  const applied = Math.max(storage.stored().metadata.index, server.kv.consistentIndex);
   if (applied > storage.lastIndex()) {
     throw new Error(
       `the backend has applied entry ${applied} but the WAL ends at ${storage.lastIndex()}: the WAL and the data file do not belong together`,
@@ -200,12 +232,27 @@ export async function startRaft(
     applied,
     apply: (e) => server.applyEntry(e.index, e.data),
     onConfChange: (cc, index) => server.applyConfChange(cc, index),
+    installSnapshot: (data) => server.installSnapshot(data),
     onLeaderChange: (lead, isLeader, term) =>
       server.onLeaderChange(lead === 0 ? 0n : raftToMember(lead), isLeader, term),
     log,
     seed: Number(server.memberId & 0xffffffffn),
   });
   server.driver = driver;
+  const d = driver;
+  storage.make = async () => {
+    const index = d.applied;
+    const term = storage.term(index);
+    const confState = d.node.raft.trk.confState();
+    await server.backend.commit();
+    const tmp = join(raftPaths(config).snapDir, `raft-snapshot-${process.pid}-${index}.tmp`);
+    try {
+      await server.storage.snapshotTo!(tmp);
+      return { data: new Uint8Array(readFileSync(tmp)), metadata: { index, term, confState } };
+    } finally {
+      rmSync(tmp, { force: true });
+    }
+  };
   server.transport = transport;
   server.raftTerm = BigInt(storage.initialState().hardState.term);
   driver.start();

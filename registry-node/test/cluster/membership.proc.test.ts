@@ -2,8 +2,7 @@
 // learner (etcd's refusals for a duplicate peer URL and a second learner), promote refused
 // while the learner has not caught up, remove it, and update a member's peer URLs.
 // Then a follower is removed: its process stops (it learns it from its peers, 410 Gone)
-// and the two others go on serving writes. Not yet covered because not yet working:
-// starting a new member with --initial-cluster-state=existing (see docs/status.md).
+// and the two others go on serving writes. (Joining under load: join.proc.test.ts.)
 
 import { type Cluster, freePort, runEtcdctl, startCluster } from "@regmesh/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
