@@ -44,6 +44,12 @@ export type RaftDriverOptions = {
   /** Applies a membership change once committed. */
   onConfChange: (cc: ConfChange, index: number) => void;
   onLeaderChange: (lead: number, isLeader: boolean, term: number) => void;
+  /** Take a snapshot and compact the log every this many applied entries (--snapshot-count). */
+  snapshotCount: number;
+  /** Entries kept in memory behind a snapshot for slow followers (etcd: 5,000). */
+  catchUpEntries: number;
+  /** Makes everything applied so far durable in the state machine's storage. */
+  flushStateMachine: () => Promise<void>;
   /** Installs a snapshot's data as the state machine; returns the backend's consistent index. */
   installSnapshot: (data: Uint8Array) => Promise<number>;
   log: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
@@ -67,6 +73,8 @@ export class RaftDriver {
   private readQueue: ReadWaiter[] = [];
   private readCounter = 0;
   private fatal: Error | undefined;
+  private snapIndex = 0;
+  private compacting = false;
 
   constructor(private readonly opts: RaftDriverOptions) {
     const electionTicks = Math.max(2, Math.round(opts.electionTimeoutMs / opts.heartbeatIntervalMs));
@@ -82,6 +90,7 @@ export class RaftDriver {
     });
     this.hardState = opts.storage.initialState().hardState;
     this.appliedIndex = opts.applied;
+    this.snapIndex = opts.storage.firstIndex() - 1;
   }
 
   start(): void {
@@ -263,6 +272,7 @@ export class RaftDriver {
           // becomes our backend, which is where it is kept from then on.
           await this.opts.disk.saveSnap({ ...rd.snapshot, data: new Uint8Array(0) });
           this.opts.storage.applySnapshot(rd.snapshot);
+          this.snapIndex = Math.max(this.snapIndex, rd.snapshot.metadata.index);
           if (rd.snapshot.data.length > 0) {
             const ci = await this.opts.installSnapshot(rd.snapshot.data);
             this.appliedIndex = Math.max(this.appliedIndex, rd.snapshot.metadata.index, ci);
@@ -287,6 +297,8 @@ export class RaftDriver {
           }
         }
         for (const e of rd.committed) this.applyEntry(e);
+        if (this.appliedIndex - this.snapIndex >= this.opts.snapshotCount && !this.compacting)
+          void this.compact();
         if (rd.readStates.length > 0) this.onReadStates(rd.readStates);
         this.node.advance(rd);
       }
@@ -297,6 +309,32 @@ export class RaftDriver {
       this.stopped = true;
     } finally {
       this.running = false;
+    }
+  }
+
+  /**
+   * Log compaction (etcd's snapshot every --snapshot-count entries): once the state
+   * machine's storage holds everything up to `index`, a snapshot record at `index` goes to
+   * disk (snap file and WAL marker, releasing older WAL segments) and the in-memory log
+   * drops entries up to `index - catchUpEntries`. A follower that needs older entries gets
+   * a fresh snapshot of the backend instead (ServingStorage in raft-member.ts).
+   */
+  private async compact(): Promise<void> {
+    this.compacting = true;
+    try {
+      const index = this.appliedIndex;
+      const confState = this.node.raft.trk.confState();
+      await this.opts.flushStateMachine();
+      if (this.stopped || index <= this.snapIndex) return;
+      const snap = this.opts.storage.createSnapshot(index, confState, new Uint8Array(0));
+      await this.opts.disk.saveSnap(snap);
+      const compactTo = index - this.opts.catchUpEntries;
+      if (compactTo > this.opts.storage.firstIndex()) this.opts.storage.compact(compactTo);
+      this.snapIndex = index;
+    } catch (err) {
+      this.opts.log.warn({ err }, "log compaction failed; will try again");
+    } finally {
+      this.compacting = false;
     }
   }
 

@@ -233,6 +233,10 @@ export async function startRaft(
     apply: (e) => server.applyEntry(e.index, e.data),
     onConfChange: (cc, index) => server.applyConfChange(cc, index),
     installSnapshot: (data) => server.installSnapshot(data),
+    snapshotCount: config.snapshotCount,
+    // etcd keeps 5,000 entries behind a snapshot; a small --snapshot-count keeps fewer.
+    catchUpEntries: Math.min(5000, config.snapshotCount),
+    flushStateMachine: () => server.backend.commit(),
     onLeaderChange: (lead, isLeader, term) =>
       server.onLeaderChange(lead === 0 ? 0n : raftToMember(lead), isLeader, term),
     log,
