@@ -27,6 +27,9 @@ import type { RaftDiskStorage } from "../wal/raft-log-store.js";
 import { errors } from "./errors.js";
 import type { Transport } from "./transport.js";
 
+/** Snap files kept (etcd's --max-snapshots default). */
+const maxSnapFiles = 5;
+
 /** How long a ReadIndex request may go unanswered before it is asked again (etcd: 500 ms). */
 const readIndexRetryMs = 500;
 
@@ -328,6 +331,8 @@ export class RaftDriver {
       if (this.stopped || index <= this.snapIndex) return;
       const snap = this.opts.storage.createSnapshot(index, confState, new Uint8Array(0));
       await this.opts.disk.saveSnap(snap);
+      // etcd keeps --max-snapshots (5) snap files.
+      this.opts.disk.snapshotter.purge(maxSnapFiles);
       const compactTo = index - this.opts.catchUpEntries;
       if (compactTo > this.opts.storage.firstIndex()) this.opts.storage.compact(compactTo);
       this.snapIndex = index;
