@@ -220,6 +220,12 @@ export function createHttpHandler(
       }),
     ],
     [
+      "/v3/maintenance/transfer-leadership",
+      route("etcdserverpb.MoveLeaderRequest", p.MoveLeaderRequest, p.MoveLeaderResponse, (r, _s, ai) =>
+        services.moveLeader(r, ai),
+      ),
+    ],
+    [
       "/v3/maintenance/alarm",
       route("etcdserverpb.AlarmRequest", p.AlarmRequest, p.AlarmResponse, (r) => services.alarm(r)),
     ],

@@ -379,6 +379,29 @@ export class Services {
     return this.fill<etcdserverpb.MemberUpdateResponse>({ members: [...this.server.members.values()] });
   }
 
+  /**
+   * MoveLeader (etcd's maintenance MoveLeader): only the leader may move leadership, to a
+   * voting member; the answer comes once the transferee leads, or after the request timeout.
+   */
+  async moveLeader(
+    r: etcdserverpb.MoveLeaderRequest,
+    ai?: AuthInfo,
+  ): Promise<etcdserverpb.MoveLeaderResponse> {
+    this.server.auth.checkAdmin(ai);
+    const s = this.server;
+    if (s.driver === undefined || !s.driver.isLeader) throw errors.notLeader();
+    const target = s.members.get(r.targetID);
+    if (target === undefined || target.isLearner) throw errors.badLeaderTransferee();
+    if (r.targetID === s.memberId) return this.fill({});
+    s.driver.transferLeadership(raftIdOf(r.targetID));
+    const deadlineMs = Date.now() + s.requestTimeoutMs;
+    while (s.leaderId !== r.targetID) {
+      if (Date.now() > deadlineMs) throw errors.timeoutLeaderTransfer();
+      await new Promise((res) => setTimeout(res, s.config.heartbeatIntervalMs));
+    }
+    return this.fill({});
+  }
+
   /** Registers every service on the router. */
   register(router: GrpcRouter): void {
     const ai = (ctx: CallContext) => {
@@ -426,6 +449,7 @@ export class Services {
     });
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
+    router.unary(MaintenanceService.moveLeader, (r, ctx) => this.moveLeader(r, ai(ctx)));
     router.unary(MaintenanceService.defragment, async () => {
       await this.server.defragment();
       return this.fill({});

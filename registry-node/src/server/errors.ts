@@ -100,4 +100,5 @@ export const errors = {
   corrupt: e(Code.DataLoss, "etcdserver: corrupt cluster"),
   notSupportedForLearner: e(Code.Unavailable, "etcdserver: rpc not supported for learner"),
   badLeaderTransferee: e(Code.FailedPrecondition, "etcdserver: bad leader transferee"),
+  timeoutLeaderTransfer: e(Code.Unavailable, "etcdserver: request timed out, leader transfer took too long"),
 } as const;

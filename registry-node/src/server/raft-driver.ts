@@ -139,6 +139,12 @@ export class RaftDriver {
     this.schedule();
   }
 
+  /** Asks the core to hand leadership to `to` (thesis §3.10); the caller watches for the change. */
+  transferLeadership(to: number): void {
+    this.node.transferLeadership(to);
+    this.schedule();
+  }
+
   reportUnreachable(id: number): void {
     this.node.reportUnreachable(id);
   }

@@ -4,7 +4,7 @@
 // Then a follower is removed: its process stops (it learns it from its peers, 410 Gone)
 // and the two others go on serving writes. (Joining under load: join.proc.test.ts.)
 
-import { type Cluster, freePort, runEtcdctl, startCluster } from "@regmesh/testkit";
+import { type Cluster, freePort, runEtcdctl, startCluster, waitFor } from "@regmesh/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 let cluster: Cluster;
@@ -32,7 +32,7 @@ async function roles(endpoints: string[]) {
 }
 
 describe("membership through etcdctl", () => {
-  it("adds a learner, refuses as etcd does, removes it, updates a member, removes a voter", async () => {
+  it("adds a learner, refuses as etcd does, removes it, updates a member, moves the leader, removes it", async () => {
     const ctl = (...args: string[]) => runEtcdctl(args, { endpoints: cluster.endpoints });
     const { leader, follower, followerId } = await roles(cluster.endpoints);
     const followerMember = cluster.members.find((m) => m.endpoint === follower)!;
@@ -67,11 +67,27 @@ describe("membership through etcdctl", () => {
     expect(upd.stdout).toMatch(new RegExp(`Member\\s+${followerId} updated in cluster`));
     expect((await ctl("put", "after-update", "1")).code).toBe(0);
 
-    // Remove the follower: its process stops, the two others go on.
+    // Move leadership to that follower (etcdctl finds the leader among the endpoints).
+    const move = await ctl("move-leader", followerId);
+    expect(move.stdout, move.stderr).toMatch(new RegExp(`Leadership transferred from \\w+ to ${followerId}`));
+    expect((await roles(cluster.endpoints)).leader).toBe(follower);
+    // etcdctl itself refuses when none of its endpoints leads (as it does against etcd).
+    expect((await runEtcdctl(["move-leader", followerId], { endpoints: [leader] })).stderr).toContain(
+      "no leader endpoint given at",
+    );
+
+    // Remove it, now the leader: its process stops, the two others go on.
     const others = cluster.endpoints.filter((e) => e !== follower);
     expect((await runEtcdctl(["member", "remove", followerId], { endpoints: others })).code).toBe(0);
     await followerMember.proc!.exited;
-    expect((await runEtcdctl(["put", "after-remove", "1"], { endpoints: others })).code).toBe(0);
+    // The two others elect a leader among themselves (an election timeout or two), then serve.
+    await waitFor(
+      async () => (await runEtcdctl(["put", "after-remove", "1"], { endpoints: others })).code === 0,
+      {
+        timeoutMs: 15_000,
+        describe: () => "a write after removing the leader",
+      },
+    );
     const list = (await runEtcdctl(["member", "list"], { endpoints: others })).stdout.trim().split("\n");
     expect(list).toHaveLength(2);
   });
