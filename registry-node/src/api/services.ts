@@ -449,6 +449,13 @@ export class Services {
     });
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
+    router.unary(MaintenanceService.hash, async () => {
+      const h = await this.server.hash();
+      return this.fill<etcdserverpb.HashResponse>({
+        header: { clusterId: 0n, memberId: 0n, raftTerm: 0n, revision: BigInt(h.revision) },
+        hash: h.hash,
+      });
+    });
     router.unary(MaintenanceService.moveLeader, (r, ctx) => this.moveLeader(r, ai(ctx)));
     router.unary(MaintenanceService.defragment, async () => {
       await this.server.defragment();

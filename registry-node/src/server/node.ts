@@ -7,6 +7,7 @@
 // without changing callers. Reads are served from the local state (a linearizable read
 // on one member is its current state; with Raft it waits for a ReadIndex first).
 
+import { crc32c } from "@node-rs/crc32";
 import { etcdserverpb } from "@regmesh/proto";
 import { AuthStore } from "../auth/store.js";
 import type { Config } from "../config/config.js";
@@ -371,6 +372,29 @@ export class EtcdServer {
       out.writeBigInt64BE(-1n);
     }
     return out;
+  }
+
+  /**
+   * Maintenance.Hash (etcd's backend.Hash): CRC-32C over every bucket's name, keys and
+   * values in bucket-name order, skipping meta/consistent_index (which differs between
+   * members). Equal on members that applied the same entries.
+   */
+  async hash(): Promise<{ hash: number; revision: number }> {
+    await this.backend.commit();
+    const revision = this.kv.rev;
+    let h = 0;
+    const names = Object.values(buckets).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    for (const name of names) {
+      h = crc32c(Buffer.from(name), h);
+      this.backend.scan(name, new Uint8Array(0), undefined, (k, v) => {
+        if (!(name === buckets.meta && Buffer.from(k).toString() === "consistent_index")) {
+          h = crc32c(Buffer.from(k), h);
+          h = crc32c(Buffer.from(v), h);
+        }
+        return true;
+      });
+    }
+    return { hash: h >>> 0, revision };
   }
 
   /** Maintenance.Defragment: commits what is buffered, then rewrites the data file without free pages. */
