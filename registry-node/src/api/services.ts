@@ -354,7 +354,30 @@ export class Services {
     if (m === undefined) throw errors.memberNotFound();
     if (!m.isLearner) throw errors.memberNotLearner();
     const raft = this.server.driver?.node.raft;
-    if (raft === undefined || !this.server.driver!.isLeader) throw errors.notLeader();
+    if (raft === undefined) throw errors.notCapable();
+    if (!this.server.driver!.isLeader) {
+      // Only the leader knows how far the learner got: ask it, as etcd forwards promotions.
+      const s = this.server;
+      if (s.leaderId === 0n || s.transport === undefined) throw errors.noLeader();
+      const body = Buffer.alloc(8);
+      body.writeBigUInt64BE(r.ID);
+      let out: Buffer;
+      try {
+        out = await s.transport.call(raftIdOf(s.leaderId), "/member/promote", body, s.requestTimeoutMs);
+      } catch (err) {
+        const msg = (err as Error).message;
+        for (const e of [
+          errors.learnerNotReady(),
+          errors.memberNotLearner(),
+          errors.memberNotFound(),
+          errors.notLeader(),
+        ]) {
+          if (msg === e.message) throw e;
+        }
+        throw errors.timeout();
+      }
+      return this.fill(etcdserverpb.MemberPromoteResponse.decode(out));
+    }
     const learner = raft.trk.progress.get(raftIdOf(r.ID));
     const leader = raft.trk.progress.get(raft.id);
     if (learner === undefined || leader === undefined || learner.match < leader.match * 0.9)

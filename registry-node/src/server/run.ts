@@ -67,6 +67,10 @@ export async function runMember(config: Config): Promise<RunningMember> {
       etcdserverpb.LeaseTimeToLiveResponse.encode(services.leaseTimeToLiveLocal(req)).finish(),
     );
   });
+  server.transport!.handle("/member/promote", async (body) => {
+    const resp = await services.memberPromote({ ID: body.readBigUInt64BE(0) });
+    return Buffer.from(etcdserverpb.MemberPromoteResponse.encode(resp).finish());
+  });
   const concurrency = new Concurrency(services);
   concurrency.register(router);
   const auth = new AuthService(services);

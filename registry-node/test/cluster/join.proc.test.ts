@@ -101,12 +101,15 @@ describe("membership changes under load", () => {
       "etcdserver: rpc not supported for learner",
     );
 
+    // Sent to a member that is not the leader: it asks the leader, as etcd does.
+    const { endpoint: leaderNow } = await leaderOf(c.endpoints);
+    const follower = c.endpoints.find((e) => e !== leaderNow)!;
     await waitFor(
-      async () => {
-        const { endpoint } = await leaderOf(c.endpoints);
-        return (await runEtcdctl(["member", "promote", m4Id], { endpoints: [endpoint] })).code === 0;
+      async () => (await runEtcdctl(["member", "promote", m4Id], { endpoints: [follower] })).code === 0,
+      {
+        timeoutMs: 30_000,
+        describe: () => "promotion",
       },
-      { timeoutMs: 30_000, describe: () => "promotion" },
     );
     expect((await runEtcdctl(["member", "list"], { endpoints: [m4] })).stdout).toContain(
       `${m4Id}, started, m4, ${peerUrl}, http://127.0.0.1:${clientPort}, false`,
