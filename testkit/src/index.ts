@@ -5,3 +5,4 @@ export * from "./faultproxy.js";
 export * from "./ports.js";
 export * from "./proc.js";
 export * from "./tmp.js";
+export * from "./watchcheck.js";
