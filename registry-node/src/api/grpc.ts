@@ -8,12 +8,7 @@
 // big-endian length, payload; the status goes in trailers (grpc-status, grpc-message), or
 // alone in the response headers when there is no message ("trailers-only").
 
-import type {
-  Http2ServerRequest,
-  Http2ServerResponse,
-  IncomingHttpHeaders,
-  ServerHttp2Stream,
-} from "node:http2";
+import type { IncomingHttpHeaders, ServerHttp2Stream } from "node:http2";
 import { constants } from "node:http2";
 import { Code, EtcdError, type GrpcCode } from "../server/errors.js";
 
@@ -59,8 +54,6 @@ type Route = {
   unary?: UnaryHandler<unknown, unknown>;
   stream?: StreamHandler<unknown, unknown>;
 };
-
-export class EtcdGrpcError extends EtcdError {}
 
 /** grpc-message is percent-encoded: bytes outside printable ASCII, and '%' itself. */
 export function encodeGrpcMessage(message: string): string {
@@ -341,5 +334,3 @@ export class GrpcRouter {
     );
   }
 }
-
-export type { Http2ServerRequest, Http2ServerResponse };

@@ -553,22 +553,7 @@ export function createHttpHandler(
           "etcdserverpb.LeaseKeepAliveRequest",
           p.LeaseKeepAliveRequest,
           p.LeaseKeepAliveResponse,
-          (s) => {
-            // Answers in request order, though renewals may be forwarded to the leader.
-            let chain: Promise<void> = Promise.resolve();
-            s.onMessage((r) => {
-              chain = chain.then(async () => {
-                try {
-                  s.write(await services.keepAlive(r));
-                } catch (err) {
-                  s.end(err as EtcdError);
-                }
-              });
-            });
-            s.onHalfClose(() => {
-              chain = chain.then(() => s.end());
-            });
-          },
+          (s) => services.serveKeepAlive(s),
         );
         return;
       }

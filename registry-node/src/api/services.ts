@@ -10,7 +10,7 @@ import { memberId, raftIdOf } from "../server/ids.js";
 import { type EtcdServer, encodeMemberRecord, toClientError } from "../server/node.js";
 import { encodeOp, type Op } from "../server/ops.js";
 import { etcdServerVersion } from "../version.js";
-import type { CallContext, GrpcRouter } from "./grpc.js";
+import type { BidiStream, CallContext, GrpcRouter } from "./grpc.js";
 import { serveSnapshot } from "./snapshot.js";
 import { checkDeleteRequest, checkPutRequest, checkRangeRequest, checkTxnRequest } from "./validate.js";
 import { serveWatch } from "./watch.js";
@@ -250,6 +250,28 @@ export class Services {
     return resp;
   }
 
+  /**
+   * A keep-alive stream (gRPC or gateway): one answer per request, in request order even
+   * though renewals may be forwarded to the leader; the stream ends when the client's does.
+   */
+  serveKeepAlive(
+    stream: BidiStream<etcdserverpb.LeaseKeepAliveRequest, etcdserverpb.LeaseKeepAliveResponse>,
+  ): void {
+    let chain: Promise<void> = Promise.resolve();
+    stream.onMessage((r) => {
+      chain = chain.then(async () => {
+        try {
+          stream.write(await this.keepAlive(r));
+        } catch (err) {
+          stream.end(toClientError(err) as never);
+        }
+      });
+    });
+    stream.onHalfClose(() => {
+      chain = chain.then(() => stream.end());
+    });
+  }
+
   status(): etcdserverpb.StatusResponse {
     const s = this.server;
     return this.fill<etcdserverpb.StatusResponse>({
@@ -454,22 +476,7 @@ export class Services {
     router.unary(LeaseService.leaseRevoke, (r, ctx) => this.leaseRevoke(r, ai(ctx)));
     router.unary(LeaseService.leaseTimeToLive, (r) => this.leaseTimeToLive(r));
     router.unary(LeaseService.leaseLeases, () => this.leaseLeases());
-    router.bidi(LeaseService.leaseKeepAlive, (stream) => {
-      // Answers go out in request order even though renewals may be forwarded.
-      let chain: Promise<void> = Promise.resolve();
-      stream.onMessage((r) => {
-        chain = chain.then(async () => {
-          try {
-            stream.write(await this.keepAlive(r));
-          } catch (err) {
-            stream.end(toClientError(err) as never);
-          }
-        });
-      });
-      stream.onHalfClose(() => {
-        chain = chain.then(() => stream.end());
-      });
-    });
+    router.bidi(LeaseService.leaseKeepAlive, (stream) => this.serveKeepAlive(stream));
     router.unary(MaintenanceService.status, () => this.status());
     router.unary(MaintenanceService.hashKv, (r) => this.hashKV(r));
     router.unary(MaintenanceService.hash, async () => {

@@ -5,7 +5,7 @@
 // chosen branch's operations in one write transaction; Compaction.
 
 import { etcdserverpb, type mvccpb } from "@regmesh/proto";
-import { indexEnd, type KVStore, type ReadTxn, type WriteTxn } from "../mvcc/kvstore.js";
+import type { KVStore, ReadTxn, WriteTxn } from "../mvcc/kvstore.js";
 import { errors } from "./errors.js";
 
 type KeyValue = mvccpb.KeyValue;
@@ -326,6 +326,3 @@ function countTxns(rt: etcdserverpb.TxnRequest, path: boolean[]): number {
   }
   return n;
 }
-
-/** Maps mvcc's errors to etcd's client errors. */
-export { indexEnd };

@@ -21,8 +21,6 @@ import { type EtcdServer, type Identity, identityFromConfig, type Logger } from 
 import { RaftDriver } from "./raft-driver.js";
 import { callUrl, Transport } from "./transport.js";
 
-export { raftIdOf };
-
 function encodeMeta(member: bigint, cluster: bigint): Uint8Array {
   const b = Buffer.alloc(16);
   b.writeBigUInt64BE(member, 0);

@@ -12,8 +12,7 @@ import { defaultFileSystem } from "../io/index.js";
 import { BufferedBackend, buckets } from "../mvcc/backend.js";
 import { BboltStorage } from "../mvcc/bbolt-storage.js";
 import { RaftDiskStorage, restoreRaftLog } from "../wal/raft-log-store.js";
-import { clusterId, memberId } from "./ids.js";
-import { raftIdOf } from "./raft-member.js";
+import { clusterId, memberId, raftIdOf } from "./ids.js";
 
 export type RestoreOptions = {
   file: string;
