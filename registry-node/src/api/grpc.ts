@@ -21,6 +21,13 @@ export type MethodDefinition<Req, Res> = {
   responseSerialize: (r: Res) => Buffer;
 };
 
+/**
+ * etcd's grpcOverheadBytes (v3rpc/grpc.go): its gRPC server accepts messages this much
+ * larger than --max-request-bytes, and its watch server splits responses (when asked to)
+ * only above --max-request-bytes plus this.
+ */
+export const grpcOverheadBytes = 512 * 1024;
+
 export type CallContext = {
   headers: IncomingHttpHeaders;
   /** Absolute deadline in ms (from grpc-timeout), or undefined. */

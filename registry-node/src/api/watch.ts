@@ -6,18 +6,22 @@
 // stop (the store catches them up from storage once the stream drains), so a slow client
 // never holds a writer back.
 
-import { etcdserverpb, type mvccpb } from "@regmesh/proto";
+import { etcdserverpb, mvccpb } from "@regmesh/proto";
 import type { AuthInfo } from "../auth/store.js";
 import type { Change, WatchDelivery, Watcher, WatchFilter } from "../mvcc/index.js";
 import { keyString } from "../mvcc/kvstore.js";
 import { errors } from "../server/errors.js";
 import type { EtcdServer } from "../server/node.js";
-import type { BidiStream } from "./grpc.js";
+import { type BidiStream, grpcOverheadBytes } from "./grpc.js";
 
 type WatchResponse = etcdserverpb.WatchResponse;
+const mvccpbEvent = mvccpb.Event;
 
 export type WatchStreamOptions = {
-  /** Responses larger than this are split when the watch asked for fragments (etcd: --max-request-bytes). */
+  /**
+   * --max-request-bytes. Responses of at least this plus grpcOverheadBytes are split when
+   * the watch asked for fragments (etcd's watchServer.maxRequestBytes is the sum).
+   */
   maxRequestBytes: number;
   /** Interval of progress notifications for watches that asked for them (etcd: 10 minutes). */
   progressIntervalMs: number;
@@ -37,12 +41,59 @@ const emptyResponse = (): WatchResponse => ({
   events: [],
 });
 
+type WatchEntry = {
+  w: Watcher;
+  prevKv: boolean;
+  fragment: boolean;
+  progress: boolean;
+  /** Events went out since the last progress tick: the next notification is elided (etcd). */
+  sentSinceTick: boolean;
+};
+
+/** Bytes a length-delimited field of `len` bytes takes with a one-byte tag. */
+const fieldBytes = (len: number): number => {
+  let varint = 1;
+  for (let n = len; n >= 0x80; n = Math.floor(n / 0x80)) varint += 1;
+  return 1 + varint + len;
+};
+
+/**
+ * etcd's sendFragments (v3rpc/watch.go): a response of at least `maxRequestBytes` with two
+ * or more events is split greedily into responses marked `fragment`, each filled while it
+ * stays under the limit (a single event may exceed it alone); the last one is unmarked.
+ * Sizes are summed per event (events are field 11, one-byte tag) instead of encoding the
+ * growing response again for every event, which was quadratic in the events of a revision.
+ */
+export function splitFragments(r: WatchResponse, maxRequestBytes: number): WatchResponse[] {
+  const encodedBytes = (x: WatchResponse) => etcdserverpb.WatchResponse.encode(x).finish().length;
+  const eventBytes = r.events.map((ev) => fieldBytes(mvccpbEvent.encode(ev).finish().length));
+  const wholeBytes = encodedBytes({ ...r, events: [] }) + eventBytes.reduce((a, b) => a + b, 0);
+  if (wholeBytes < maxRequestBytes || r.events.length < 2) return [r];
+  // Every fragment but the last is measured as etcd measures it: with `fragment` set.
+  const baseBytes = encodedBytes({ ...r, events: [], fragment: true });
+  const out: WatchResponse[] = [];
+  let idx = 0;
+  for (;;) {
+    const cur: WatchResponse = { ...r, events: [], fragment: true };
+    let bytes = baseBytes;
+    while (idx < r.events.length) {
+      if (cur.events.length > 0 && bytes + eventBytes[idx]! >= maxRequestBytes) break;
+      cur.events.push(r.events[idx]!);
+      bytes += eventBytes[idx]!;
+      idx += 1;
+    }
+    if (idx === r.events.length) cur.fragment = false;
+    out.push(cur);
+    if (!cur.fragment) return out;
+  }
+}
+
 export function serveWatch(
   server: EtcdServer,
   stream: BidiStream<etcdserverpb.WatchRequest, WatchResponse>,
   opts: WatchStreamOptions,
 ): void {
-  const watchers = new Map<bigint, { w: Watcher; prevKv: boolean; fragment: boolean; progress: boolean }>();
+  const watchers = new Map<bigint, WatchEntry>();
   let nextId = 0n;
   let congested = false;
   let closed = false;
@@ -50,24 +101,10 @@ export function serveWatch(
   const send = (r: WatchResponse): boolean => stream.write(r);
 
   const sendFragments = (r: WatchResponse): boolean => {
-    const size = (x: WatchResponse) => etcdserverpb.WatchResponse.encode(x).finish().length;
-    if (size(r) < opts.maxRequestBytes || r.events.length < 2) return send(r);
+    const fragments = splitFragments(r, opts.maxRequestBytes + grpcOverheadBytes);
     let ok = true;
-    let idx = 0;
-    for (;;) {
-      const cur: WatchResponse = { ...r, events: [], fragment: true };
-      while (idx < r.events.length) {
-        cur.events.push(r.events[idx]!);
-        if (cur.events.length > 1 && size(cur) >= opts.maxRequestBytes) {
-          cur.events.pop();
-          break;
-        }
-        idx += 1;
-      }
-      if (idx === r.events.length) cur.fragment = false;
-      ok = send(cur) && ok;
-      if (!cur.fragment) return ok;
-    }
+    for (const f of fragments) ok = send(f) && ok;
+    return ok;
   };
 
   const toEvents = (changes: Change[], prevKv: boolean): mvccpb.Event[] =>
@@ -105,6 +142,7 @@ export function serveWatch(
       watchId: id,
       events: toEvents(d.events, entry.prevKv),
     };
+    if (resp.events.length > 0) entry.sentSinceTick = true;
     const ok = entry.fragment ? sendFragments(resp) : send(resp);
     if (!ok) congested = true;
     return ok;
@@ -173,7 +211,13 @@ export function serveWatch(
       filters,
       send: (d) => deliver(watchId, d),
     });
-    watchers.set(watchId, { w, prevKv: c.prevKv, fragment: c.fragment, progress: c.progressNotify });
+    watchers.set(watchId, {
+      w,
+      prevKv: c.prevKv,
+      fragment: c.fragment,
+      progress: c.progressNotify,
+      sentSinceTick: false,
+    });
     send({ ...emptyResponse(), header: server.header(BigInt(wsrev)), watchId, created: true });
     if (startRev <= server.rev) setImmediate(() => server.syncWatchers());
   };
@@ -212,13 +256,25 @@ export function serveWatch(
   );
   leaderTimer.unref();
 
-  const progressTimer = setInterval(() => {
-    for (const [id, e] of watchers) {
-      if (e.progress && !e.w.blocked && e.w.minRev > server.rev) {
-        send({ ...emptyResponse(), header: server.header(), watchId: id });
+  // etcd's progress ticker: at each tick, a watch that asked for progress_notify and got no
+  // events since the last tick is sent an empty response with the current revision, if it
+  // is synced (a watch still catching up would be told a revision it has not seen yet).
+  // The interval gets up to 10% random jitter per stream (etcd's GetProgressReportInterval),
+  // so the streams of a restarted client do not all tick together.
+  const progressTimer = setInterval(
+    () => {
+      if (closed) return;
+      for (const [id, e] of watchers) {
+        if (!e.progress) continue;
+        const elide = e.sentSinceTick;
+        e.sentSinceTick = false;
+        if (!elide && server.watchable.isSynced(e.w)) {
+          send({ ...emptyResponse(), header: server.header(), watchId: id });
+        }
       }
-    }
-  }, opts.progressIntervalMs);
+    },
+    opts.progressIntervalMs + Math.floor(Math.random() * (opts.progressIntervalMs / 10)),
+  );
   progressTimer.unref();
 
   stream.onEnd(() => {

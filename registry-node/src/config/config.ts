@@ -1,4 +1,4 @@
-import { FlagError, type FlagValues, parseUrl } from "./flags.js";
+import { FlagError, type FlagValues, parseDurationMs, parseUrl } from "./flags.js";
 
 /** The member's configuration, typed and checked. Units last in names. */
 export type Config = {
@@ -22,6 +22,8 @@ export type Config = {
   maxRequestBytes: number;
   autoCompactionRetention: string;
   autoCompactionMode: "periodic" | "revision";
+  /** Interval of progress notifications to watches that ask for them (etcd: 10 minutes, at least 100 ms). */
+  watchProgressNotifyIntervalMs: number;
   tls: {
     certFile: string;
     keyFile: string;
@@ -37,6 +39,10 @@ export type Config = {
 
 // etcd's limits (embed/config.go): an election timeout above 50 s is refused.
 const electionTimeoutMsMax = 50_000;
+// etcd's watch progress interval (v3rpc/watch.go): 10 minutes by default; a smaller value
+// given by flag is raised to 100 ms, and a value <= 0 leaves the default.
+const watchProgressNotifyIntervalMsDefault = 10 * 60 * 1000;
+const watchProgressNotifyIntervalMsMin = 100;
 // etcd's default backend quota when --quota-backend-bytes is 0: 2 GiB.
 export const defaultQuotaBackendBytes = 2 * 1024 * 1024 * 1024;
 
@@ -78,6 +84,12 @@ const sameUrls = (a: URL[], b: URL[]) =>
     .map((u) => u.href)
     .sort()
     .join(",");
+
+function progressIntervalMs(values: FlagValues): number {
+  const ms = parseDurationMs(values.get("experimental-watch-progress-notify-interval")!)!;
+  if (ms <= 0) return watchProgressNotifyIntervalMsDefault;
+  return Math.max(watchProgressNotifyIntervalMsMin, ms);
+}
 
 /** Builds a Config from parsed flags, with etcd's cross-flag checks and messages. */
 export function configFromFlags(values: FlagValues): Config {
@@ -188,6 +200,7 @@ export function configFromFlags(values: FlagValues): Config {
     maxRequestBytes: int(values, "max-request-bytes"),
     autoCompactionRetention: values.get("auto-compaction-retention")!,
     autoCompactionMode: mode,
+    watchProgressNotifyIntervalMs: progressIntervalMs(values),
     tls,
     logLevel: logLevel as Config["logLevel"],
   };

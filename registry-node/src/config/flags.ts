@@ -2,7 +2,7 @@
 // variables (ETCD_<FLAG>, upper snake case), so existing etcd runbooks and manifests work.
 // A flag etcd has but we do not serve yet is rejected by name rather than silently ignored.
 
-export type FlagKind = "string" | "int" | "bool" | "urls";
+export type FlagKind = "string" | "int" | "bool" | "urls" | "duration";
 
 export type FlagSpec = {
   name: string;
@@ -138,6 +138,13 @@ export const flagSpecs: FlagSpec[] = [
     default: "",
     help: "Path to the peer server TLS trusted CA file.",
   },
+  // Experimental (etcd 3.4's hidden-in-docs flags, same names)
+  {
+    name: "experimental-watch-progress-notify-interval",
+    kind: "duration",
+    default: "10m",
+    help: "Duration of periodical watch progress notification.",
+  },
   { name: "auth-token", kind: "string", default: "simple", help: "Specify auth token type: 'simple'." },
   // Logging
   { name: "logger", kind: "string", default: "zap", help: "Accepted for compatibility; logs are pino JSON." },
@@ -213,9 +220,38 @@ function checkKind(spec: FlagSpec, value: string): void {
   if (spec.kind === "bool" && !["true", "false", "1", "0"].includes(value)) {
     throw new FlagError(`invalid boolean value "${value}" for -${spec.name}: parse error`);
   }
+  if (spec.kind === "duration" && parseDurationMs(value) === undefined) {
+    throw new FlagError(`invalid value "${value}" for flag -${spec.name}: parse error`);
+  }
   if (spec.kind === "urls" && value !== "") {
     for (const u of value.split(",")) parseUrl(spec.name, u);
   }
+}
+
+const durationUnitMs: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  μs: 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+/**
+ * A Go duration (time.ParseDuration: "10m", "1h30m", "1.5s", "500ms", "0") in milliseconds,
+ * or undefined when it does not parse.
+ */
+export function parseDurationMs(value: string): number | undefined {
+  if (value === "0" || value === "+0" || value === "-0") return 0;
+  const m = /^([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+$/.exec(value);
+  if (m === null) return undefined;
+  let total = 0;
+  for (const part of value.slice(m[1]!.length).matchAll(/(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/g)) {
+    total += Number(part[1]) * durationUnitMs[part[2]!]!;
+  }
+  return m[1] === "-" ? -total : total;
 }
 
 export function parseUrl(flag: string, raw: string): URL {

@@ -53,6 +53,8 @@ export interface Storage {
   snapshotTo?(path: string): Promise<{ bytes: number }>;
   /** Replaces the whole data file (a Raft snapshot from the leader); no commit may run meanwhile. */
   replaceWith?(data: Uint8Array): Promise<void>;
+  /** The same from a whole data file already durable on disk (moved into place, not copied). */
+  replaceWithFile?(path: string): Promise<void>;
   /** Rewrites the data file without its free pages (Maintenance.Defragment); no commit may run meanwhile. */
   defragment?(onProgress?: (p: { bytesCopied: number; keysCopied: number }) => void): Promise<void>;
 }

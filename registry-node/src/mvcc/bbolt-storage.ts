@@ -115,6 +115,25 @@ export class BboltStorage implements Storage {
     this.reader = this.db.begin();
   }
 
+  /**
+   * Closes the file, renames `path` (a whole bbolt file, fsynced, in the same directory)
+   * over it, and reopens it. Opening checks the meta pages: a file that is not a valid
+   * bbolt file is refused there.
+   */
+  async replaceWithFile(path: string): Promise<void> {
+    this.reader.rollback();
+    await this.db.close();
+    renameSync(path, this.path);
+    const dir = openSync(dirname(this.path), "r");
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    this.db = await DB.open(this.path, this.opts);
+    this.reader = this.db.begin();
+  }
+
   snapshotTo(path: string): Promise<{ bytes: number }> {
     return this.db.copyTo(path);
   }

@@ -80,8 +80,32 @@ export class WatchableStore {
   private readonly syncedRanges = new Set<Watcher>();
   private readonly unsynced = new Set<Watcher>();
 
-  constructor(readonly kv: KVStore) {
-    kv.onChanges = (changes, rev) => this.notify(changes, rev);
+  constructor(private store: KVStore) {
+    store.onChanges = (changes, rev) => this.notify(changes, rev);
+  }
+
+  /** The store watched (replaced by `restore`). */
+  get kv(): KVStore {
+    return this.store;
+  }
+
+  /**
+   * Moves every watcher over to a store rebuilt from a new backend (a snapshot installed from
+   * the leader), as etcd's watchableStore.Restore: synced watchers become unsynced, and all
+   * are caught up from the new store by `syncWatchers()` from the revision each needs next,
+   * or told of a compaction if the new store no longer has it. No event is lost or repeated:
+   * the new store holds every revision up to its own, and a watcher's next revision is where
+   * it stopped on the old one.
+   */
+  restore(store: KVStore): void {
+    if (store === this.store) throw new Error("mvcc: restore onto the same store");
+    this.store.onChanges = undefined;
+    this.store = store;
+    store.onChanges = (changes, rev) => this.notify(changes, rev);
+    for (const set of this.syncedByKey.values()) for (const w of set) this.unsynced.add(w);
+    for (const w of this.syncedRanges) this.unsynced.add(w);
+    this.syncedByKey.clear();
+    this.syncedRanges.clear();
   }
 
   get counts(): { synced: number; unsynced: number } {
@@ -103,6 +127,15 @@ export class WatchableStore {
     w.canceled = true;
     this.removeSynced(w);
     this.unsynced.delete(w);
+  }
+
+  /**
+   * Whether the watcher has seen every change up to the current revision (etcd: it is in
+   * the synced group). `minRev` alone does not say so: a single-key watcher's is only
+   * moved on by changes to its key.
+   */
+  isSynced(w: Watcher): boolean {
+    return !w.canceled && !w.blocked && !this.unsynced.has(w);
   }
 
   /** The consumer drained: the watcher may receive again (caught up by the next sync). */

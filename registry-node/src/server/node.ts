@@ -93,6 +93,17 @@ export const serverTimings = {
   watchSyncIntervalMs: 100,
 };
 
+/** Limits of the request path (etcd's values). */
+export const serverLimits = {
+  /**
+   * Proposals are refused with "etcdserver: too many requests" while the applied index
+   * trails the committed index by more than this (etcd 3.4's
+   * maxGapBetweenApplyAndCommitIndex, checked in processInternalRaftRequestOnce): a member
+   * that cannot keep up with applying should not take on more work.
+   */
+  maxGapBetweenApplyAndCommitIndex: 5000,
+};
+
 type Task = { done: () => boolean; step: () => boolean };
 
 /** Converts mvcc's errors to etcd's client errors. */
@@ -228,24 +239,34 @@ export class EtcdServer {
     const minTTLSeconds = Math.ceil((1.5 * this.config.electionTimeoutMs) / 1000);
     this.lessor = new Lessor(this.backend, minTTLSeconds);
     this.kv = new KVStore(this.backend, this.lessor);
-    this.watchable = new WatchableStore(this.kv);
+    // Watch streams hold their watchers in the watchable store: on a rebuild it is kept and
+    // moved over to the new store, so they go on from where they were.
+    if (this.watchable === undefined) this.watchable = new WatchableStore(this.kv);
+    else this.watchable.restore(this.kv);
     this.applier = new KVApplier(this.kv, this.lessor);
     this.auth = new AuthStore(this.backend);
   }
 
   /**
    * Installs a Raft snapshot from the leader: its data is the leader's whole backend file
-   * (etcd's design), which replaces ours; the state machine is rebuilt from it. Returns
-   * the backend's consistent index: entries up to it are already in.
+   * (etcd's design), in memory or received into a file, which replaces ours; the state
+   * machine is rebuilt from it, and watchers move over to it. Returns the backend's
+   * consistent index: entries up to it are already in.
    */
-  async installSnapshot(data: Uint8Array): Promise<number> {
+  async installSnapshot(source: Uint8Array | { path: string }): Promise<number> {
     const st = this.storage;
-    if (st.replaceWith === undefined) throw new Error("server: this storage cannot install a snapshot");
+    const replace =
+      source instanceof Uint8Array
+        ? st.replaceWith && (() => st.replaceWith!(source))
+        : st.replaceWithFile && (() => st.replaceWithFile!(source.path));
+    if (replace === undefined) throw new Error("server: this storage cannot install a snapshot");
     await this.backend.commit();
-    await this.backend.exclusive(() => st.replaceWith!(data));
+    await this.backend.exclusive(replace);
     this.buildStateMachine();
     this.restored = false;
     this.restore();
+    // Catch the watchers up from the new store now rather than at the next timer round.
+    this.syncWatchers();
     this.log.info(
       { revision: this.kv.rev, consistentIndex: this.kv.consistentIndex },
       "installed a snapshot from the leader",
@@ -436,6 +457,9 @@ export class EtcdServer {
   /** Orders a write through the log and applies it; resolves with its response. */
   async propose(op: Op): Promise<unknown> {
     if (this.stopped) throw errors.stopped();
+    const d = this.driver;
+    if (d !== undefined && d.committed > d.applied + serverLimits.maxGapBetweenApplyAndCommitIndex)
+      throw errors.tooManyRequests();
     let result: unknown;
     if (this.driver === undefined) {
       result = this.apply(op, this.appliedIndex + 1);

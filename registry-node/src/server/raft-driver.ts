@@ -15,10 +15,10 @@ import {
   type HardState,
   type MemoryStorage,
   type Message,
-  MessageType,
   ProposalDroppedError,
   RawNode,
   type ReadState,
+  type Snapshot,
   type SoftState,
   StateType,
   Xoshiro128,
@@ -32,6 +32,15 @@ const maxSnapFiles = 5;
 
 /** How long a ReadIndex request may go unanswered before it is asked again (etcd: 500 ms). */
 const readIndexRetryMs = 500;
+
+/**
+ * Committed entries applied in one turn of the event loop before yielding to it. A member
+ * catching up (a restart replaying its WAL, a follower that was behind) may be handed tens
+ * of thousands of entries in one Ready; applying them in one go would freeze every client
+ * and peer connection for seconds. Between slices, requests are served, and proposals see
+ * the gap between the committed and the applied index (etcd's ErrTooManyRequests).
+ */
+const applyEntriesPerTurnMax = 500;
 
 export type RaftDriverOptions = {
   id: number;
@@ -53,8 +62,11 @@ export type RaftDriverOptions = {
   catchUpEntries: number;
   /** Makes everything applied so far durable in the state machine's storage. */
   flushStateMachine: () => Promise<void>;
-  /** Installs a snapshot's data as the state machine; returns the backend's consistent index. */
-  installSnapshot: (data: Uint8Array) => Promise<number>;
+  /**
+   * Installs a snapshot from the leader as the state machine (its data in the message, or
+   * in the file the transport received it into); returns the backend's consistent index.
+   */
+  installSnapshot: (snapshot: Snapshot) => Promise<number>;
   log: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   seed: number;
 };
@@ -67,6 +79,11 @@ export class RaftDriver {
   private stopped = false;
   private hardState: HardState;
   private appliedIndex: number;
+  /**
+   * Highest index handed to the apply stage (etcd's committedIndex, set as each Ready is
+   * taken, before its entries are persisted and applied); `appliedIndex` trails it.
+   */
+  private committedIndex: number;
   private lead = 0;
   private term = 0;
   private readonly leaderWaiters = new Set<() => void>();
@@ -93,6 +110,7 @@ export class RaftDriver {
     });
     this.hardState = opts.storage.initialState().hardState;
     this.appliedIndex = opts.applied;
+    this.committedIndex = opts.applied;
     this.snapIndex = opts.storage.firstIndex() - 1;
   }
 
@@ -124,6 +142,11 @@ export class RaftDriver {
     return this.appliedIndex;
   }
 
+  /** The committed index known to the apply stage (>= `applied`). */
+  get committed(): number {
+    return this.committedIndex;
+  }
+
   get lastIndex(): number {
     return this.opts.storage.lastIndex();
   }
@@ -147,6 +170,16 @@ export class RaftDriver {
 
   reportUnreachable(id: number): void {
     this.node.reportUnreachable(id);
+  }
+
+  /**
+   * How sending a snapshot to `id` ended. The core waits in "snapshot" state for it: a
+   * follower whose snapshot was lost would otherwise never be sent another.
+   */
+  reportSnapshot(id: number, ok: boolean): void {
+    if (this.stopped) return;
+    this.node.reportSnapshot(id, ok);
+    this.schedule();
   }
 
   /** Proposes data, waiting (until `deadlineMs`) for a leader when none is known. */
@@ -275,6 +308,10 @@ export class RaftDriver {
     try {
       while (!this.stopped && this.node.hasReady()) {
         const rd = this.node.ready();
+        const lastCommitted = rd.committed[rd.committed.length - 1];
+        if (lastCommitted !== undefined)
+          this.committedIndex = Math.max(this.committedIndex, lastCommitted.index);
+        if (rd.snapshot) this.committedIndex = Math.max(this.committedIndex, rd.snapshot.metadata.index);
         if (rd.softState) this.onSoftState(rd.softState);
         if (rd.snapshot) {
           // The snapshot file keeps only the metadata: the data (the leader's backend file)
@@ -282,10 +319,8 @@ export class RaftDriver {
           await this.opts.disk.saveSnap({ ...rd.snapshot, data: new Uint8Array(0) });
           this.opts.storage.applySnapshot(rd.snapshot);
           this.snapIndex = Math.max(this.snapIndex, rd.snapshot.metadata.index);
-          if (rd.snapshot.data.length > 0) {
-            const ci = await this.opts.installSnapshot(rd.snapshot.data);
-            this.appliedIndex = Math.max(this.appliedIndex, rd.snapshot.metadata.index, ci);
-          }
+          const ci = await this.opts.installSnapshot(rd.snapshot);
+          this.appliedIndex = Math.max(this.appliedIndex, rd.snapshot.metadata.index, ci);
         }
         if (rd.hardState) this.hardState = rd.hardState;
         if (rd.entries.length > 0 || rd.hardState) await this.opts.disk.save(this.hardState, rd.entries);
@@ -296,16 +331,15 @@ export class RaftDriver {
             this.term = rd.hardState.term;
           }
         }
+        // A snapshot's outcome comes back through reportSnapshot once the transfer ends.
         this.opts.transport.send(rd.messages);
-        // The core waits in "snapshot" state for each snapshot's outcome: report it, or a
-        // follower that missed one (down when it was sent) would never be sent another.
-        for (const m of rd.messages) {
-          if (m.type === MessageType.MsgSnap) {
-            const ok = this.opts.transport.isConnected(m.to);
-            setImmediate(() => this.node.reportSnapshot(m.to, ok));
+        for (let i = 0; i < rd.committed.length; i++) {
+          if (i > 0 && i % applyEntriesPerTurnMax === 0) {
+            await new Promise((r) => setImmediate(r));
+            if (this.stopped) return;
           }
+          this.applyEntry(rd.committed[i]!);
         }
-        for (const e of rd.committed) this.applyEntry(e);
         if (this.appliedIndex - this.snapIndex >= this.opts.snapshotCount && !this.compacting)
           void this.compact();
         if (rd.readStates.length > 0) this.onReadStates(rd.readStates);

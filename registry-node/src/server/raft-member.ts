@@ -2,13 +2,13 @@
 // (etcd's layout: <data-dir>/member/wal, <data-dir>/member/snap), the in-memory Raft log
 // rebuilt from them, the peer transport on the peer URLs, and the driver.
 
-import { readFileSync, rmSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { etcdserverpb } from "@regmesh/proto";
 import type { Config } from "../config/config.js";
 import { defaultFileSystem } from "../io/index.js";
 import { MemoryStorage, SnapshotTemporarilyUnavailableError } from "../raft/storage.js";
-import type { Snapshot } from "../raft/types.js";
+import type { Message, Snapshot } from "../raft/types.js";
 import {
   loadIntoStorage,
   RaftDiskStorage,
@@ -19,7 +19,7 @@ import { Wal } from "../wal/wal.js";
 import { raftIdOf } from "./ids.js";
 import { type EtcdServer, type Identity, identityFromConfig, type Logger } from "./node.js";
 import { RaftDriver } from "./raft-driver.js";
-import { callUrl, Transport } from "./transport.js";
+import { callUrl, type SnapshotFile, Transport } from "./transport.js";
 
 function encodeMeta(member: bigint, cluster: bigint): Uint8Array {
   const b = Buffer.alloc(16);
@@ -63,6 +63,78 @@ export class ServingStorage extends MemoryStorage {
       );
     }
     throw new SnapshotTemporarilyUnavailableError("making a snapshot of the backend");
+  }
+}
+
+/**
+ * The member's snapshot data files in its snap directory: backend copies made to send to a
+ * follower (each used by one transfer, removed when it ends) and data received from the
+ * leader (kept until installed). Leftovers of a crash are removed at start.
+ */
+export class SnapshotFiles {
+  private readonly outgoing = new Map<number, { path: string; bytes: number; inUse: boolean }>();
+  private readonly incoming = new Map<number, string>();
+  private made = 0;
+
+  constructor(readonly dir: string) {
+    for (const name of readdirSync(dir)) {
+      if (/^raft-snapshot-.*\.tmp$|^recv-.*\.snap\.tmp$|^[0-9a-f]{16}\.snap\.db$/.test(name))
+        rmSync(join(dir, name), { force: true });
+    }
+  }
+
+  /** A path for the next backend copy at `index`. */
+  outgoingPath(index: number): string {
+    return join(this.dir, `raft-snapshot-${process.pid}-${index}-${++this.made}.tmp`);
+  }
+
+  /** A copy ready to send; copies made earlier and never sent are dropped. */
+  addOutgoing(index: number, path: string, bytes: number): void {
+    for (const [i, f] of this.outgoing) {
+      if (!f.inUse) {
+        rmSync(f.path, { force: true });
+        this.outgoing.delete(i);
+      }
+    }
+    this.outgoing.set(index, { path, bytes, inUse: false });
+  }
+
+  /** The copy for a MsgSnap about to be sent, removed once the transfer ends. */
+  forMessage(m: Message): SnapshotFile | undefined {
+    const index = m.snapshot?.metadata.index ?? 0;
+    const f = this.outgoing.get(index);
+    if (f === undefined || f.inUse) return undefined;
+    f.inUse = true;
+    return {
+      path: f.path,
+      bytes: f.bytes,
+      release: () => {
+        rmSync(f.path, { force: true });
+        if (this.outgoing.get(index) === f) this.outgoing.delete(index);
+      },
+    };
+  }
+
+  /** Data received for the snapshot at `index`; an older one not installed yet is dropped. */
+  addIncoming(index: number, path: string): void {
+    for (const [i, p] of this.incoming) {
+      if (p !== path) rmSync(p, { force: true });
+      this.incoming.delete(i);
+    }
+    this.incoming.set(index, path);
+  }
+
+  takeIncoming(index: number): string | undefined {
+    const p = this.incoming.get(index);
+    this.incoming.delete(index);
+    return p;
+  }
+
+  clear(): void {
+    for (const f of this.outgoing.values()) rmSync(f.path, { force: true });
+    for (const p of this.incoming.values()) rmSync(p, { force: true });
+    this.outgoing.clear();
+    this.incoming.clear();
   }
 }
 
@@ -203,10 +275,19 @@ export async function startRaft(
     [...server.members.keys()].find((m) => raftIdOf(m) === raftId) ?? 0n;
   const id = raftIdOf(server.memberId);
   let driver: RaftDriver | undefined;
+  const snapDir = raftPaths(config).snapDir;
+  const files = new SnapshotFiles(snapDir);
   const transport = new Transport({
     localId: id,
     clusterId: server.clusterId,
     onMessage: (m) => driver?.step(m),
+    snapshotDir: snapDir,
+    snapshotData: (m) => files.forMessage(m),
+    onSnapshot: (m, path) => {
+      files.addIncoming(m.snapshot!.metadata.index, path);
+      driver?.step(m);
+    },
+    onSnapshotSent: (peer, ok) => driver?.reportSnapshot(peer, ok),
     onUnreachable: (peer) => driver?.reportUnreachable(peer),
     isRemoved: (peer) => server.isRemovedRaftId(peer),
     onRemoved: () => {
@@ -230,7 +311,12 @@ export async function startRaft(
     applied,
     apply: (e) => server.applyEntry(e.index, e.data),
     onConfChange: (cc, index) => server.applyConfChange(cc, index),
-    installSnapshot: (data) => server.installSnapshot(data),
+    installSnapshot: (snap) => {
+      const path = files.takeIncoming(snap.metadata.index);
+      if (path !== undefined) return server.installSnapshot({ path });
+      if (snap.data.length > 0) return server.installSnapshot(snap.data);
+      throw new Error(`no data was received for the snapshot at index ${snap.metadata.index}`);
+    },
     snapshotCount: config.snapshotCount,
     // etcd keeps 5,000 entries behind a snapshot; a small --snapshot-count keeps fewer.
     catchUpEntries: Math.min(5000, config.snapshotCount),
@@ -242,18 +328,22 @@ export async function startRaft(
   });
   server.driver = driver;
   const d = driver;
+  // A follower that needs a snapshot gets a copy of the backend file, committed, at the
+  // applied index; the transport streams it from that file (see transport.ts).
   storage.make = async () => {
     const index = d.applied;
     const term = storage.term(index);
     const confState = d.node.raft.trk.confState();
     await server.backend.commit();
-    const tmp = join(raftPaths(config).snapDir, `raft-snapshot-${process.pid}-${index}.tmp`);
+    const path = files.outgoingPath(index);
     try {
-      await server.storage.snapshotTo!(tmp);
-      return { data: new Uint8Array(readFileSync(tmp)), metadata: { index, term, confState } };
-    } finally {
-      rmSync(tmp, { force: true });
+      const { bytes } = await server.storage.snapshotTo!(path);
+      files.addOutgoing(index, path, bytes);
+    } catch (err) {
+      rmSync(path, { force: true });
+      throw err;
     }
+    return { data: new Uint8Array(0), metadata: { index, term, confState } };
   };
   server.transport = transport;
   server.raftTerm = BigInt(storage.initialState().hardState.term);
@@ -263,6 +353,7 @@ export async function startRaft(
     await stop();
     await transport.close();
     await disk.close();
+    files.clear();
   };
   return driver;
 }

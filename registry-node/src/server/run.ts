@@ -8,7 +8,7 @@ import { etcdserverpb } from "@regmesh/proto";
 import { pino } from "pino";
 import { AuthService } from "../api/auth.js";
 import { Concurrency } from "../api/concurrency.js";
-import { GrpcRouter } from "../api/grpc.js";
+import { GrpcRouter, grpcOverheadBytes } from "../api/grpc.js";
 import { createHttpHandler } from "../api/http.js";
 import { type ClientListener, createClientListener } from "../api/listener.js";
 import { Metrics } from "../api/metrics.js";
@@ -17,9 +17,6 @@ import type { Config } from "../config/config.js";
 import { BboltStorage } from "../mvcc/bbolt-storage.js";
 import { EtcdServer } from "./node.js";
 import { encodeMembersReply, prepareRaft, startRaft } from "./raft-member.js";
-
-/** etcd's gRPC server accepts this much beyond --max-request-bytes (grpcOverheadBytes). */
-const grpcOverheadBytes = 512 * 1024;
 
 export type RunningMember = { server: EtcdServer; stop(): Promise<void> };
 
@@ -48,7 +45,7 @@ export async function runMember(config: Config): Promise<RunningMember> {
     maxTxnOps: config.maxTxnOps,
     quotaBackendBytes: config.quotaBackendBytes,
     maxRequestBytes: config.maxRequestBytes,
-    progressIntervalMs: 10 * 60 * 1000,
+    progressIntervalMs: config.watchProgressNotifyIntervalMs,
     name: config.name,
     peerUrls: config.initialAdvertisePeerUrls.map((u) => u.origin),
     clientUrls: config.advertiseClientUrls.map((u) => u.origin),
