@@ -12,6 +12,9 @@ packages=(
   golang-github-coreos-bbolt-dev # real bbolt, for the Go checker
   python3            # the Python standard-library client of the mesher bridge
   curl               # curl clients of the JSON gateway and the bridge
+  podman             # builds and runs the mesher's container image (scripts/container.sh)
+  runc               # podman's container runtime on this machine kind
+  catatonit          # podman builds its pods' infra image from it (the example pod)
 )
 
 missing=()

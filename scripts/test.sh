@@ -32,10 +32,11 @@ for project in unit proc; do
     --outputFile.json="$results/$project.json" || status=1
 done
 
-# The SDK's process suites ran against a real etcd above; they run again against
-# registry-node, since both back-ends are the SDK's contract (docs/design.md).
-step "vitest: proc (sdk against registry-node)"
-REGMESH_REGISTRY=registry-node npx vitest run --project proc sdk/test --reporter=default --reporter=json \
+# The SDK's and the mesher's end-to-end process suites ran against a real etcd above; they run
+# again against registry-node, since both back-ends are their contract (docs/design.md).
+step "vitest: proc (sdk and mesher against registry-node)"
+REGMESH_REGISTRY=registry-node npx vitest run --project proc sdk/test mesher/test/e2e.proc.test.ts \
+  mesher/test/grpc-auth.proc.test.ts mesher/test/registry-auth.proc.test.ts --reporter=default --reporter=json \
   --outputFile.json="$results/proc-sdk-registry-node.json" || status=1
 
 echo

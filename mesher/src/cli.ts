@@ -1,7 +1,9 @@
+// The mesher's command line: `mesher [flags]` runs the sidecar; `mesher policy ...` manages
+// service policies in the registry.
+import { ConfigError, flagsHelp, loadConfig } from "./config.js";
+import { Sidecar } from "./sidecar.js";
 import { mesherVersion } from "./version.js";
 
-// The mesher's command line. Today it answers --help and --version; the sidecar itself
-// (registration, proxy, bridge, admin API) lands with the issue "Mesher: the drop-in sidecar".
 const usage = `mesher ${mesherVersion}: the service-governance sidecar.
 
 It registers the local app in the registry (registry-node or any etcd v3 cluster), keeps its
@@ -12,12 +14,32 @@ Usage:
   mesher [flags]
   mesher policy validate|apply|diff|rollback|history <service> [file]
 
+Every flag can also be set as an environment variable (shown in brackets) or as a key of the
+YAML file given with --config (keys are the flag names). Flags win over the environment,
+which wins over the file.
+
 Flags:
   --help      Show this help and exit.
   --version   Print the version and exit.
+${flagsHelp()}
 `;
 
-function main(argv: string[]): number {
+async function policyCommand(argv: string[]): Promise<number> {
+  const { runPolicyCommand, splitPolicyArgs } = await import("./policy-cli.js");
+  const { policyArgs, configArgs } = splitPolicyArgs(argv);
+  const cfg = loadConfig(configArgs);
+  return runPolicyCommand(policyArgs, {
+    endpoints: cfg["registry-endpoints"],
+    prefix: cfg["registry-prefix"],
+    requestTimeoutMs: cfg["registry-timeout"],
+    ...(cfg["registry-user"] !== undefined ? { user: cfg["registry-user"] } : {}),
+    ...(cfg["registry-password"] !== undefined ? { password: cfg["registry-password"] } : {}),
+    stdout: (s) => process.stdout.write(s),
+    stderr: (s) => process.stderr.write(s),
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
     process.stdout.write(usage);
     return 0;
@@ -26,13 +48,36 @@ function main(argv: string[]): number {
     process.stdout.write(`mesher Version: ${mesherVersion}\nNode Version: ${process.version}\n`);
     return 0;
   }
-  const unknown = argv.find((a) => a.startsWith("-"));
-  if (unknown !== undefined) {
-    process.stderr.write(`mesher: unknown flag ${unknown}\nRun 'mesher --help' for usage.\n`);
-    return 2;
+  try {
+    if (argv[0] === "policy") return await policyCommand(argv.slice(1));
+    const cfg = loadConfig(argv);
+    const sidecar = new Sidecar(cfg);
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      sidecar.logger.info({ signal }, "stopping");
+      sidecar.stop().then(
+        () => process.exit(0),
+        (err: Error) => {
+          sidecar.logger.error({ err: err.message }, "stop failed");
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+    await sidecar.start();
+    return -1; // keep running
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`mesher: ${err.message}\nRun 'mesher --help' for usage.\n`);
+      return 2;
+    }
+    process.stderr.write(`mesher: ${(err as Error).message}\n`);
+    return 1;
   }
-  process.stderr.write("mesher: the sidecar is not built yet (see issue 'Mesher: the drop-in sidecar')\n");
-  return 1;
 }
 
-process.exitCode = main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+if (code >= 0) process.exitCode = code;

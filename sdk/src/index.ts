@@ -132,4 +132,7 @@ export {
   type SkipReason,
 } from "./core/route.js";
 export * from "./etcd/index.js";
+export * from "./integrations/index.js";
+export * from "./mesh/index.js";
 export * from "./registry/index.js";
+export * from "./testing/index.js";

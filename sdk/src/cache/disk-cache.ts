@@ -46,14 +46,38 @@ function sha256Hex(b: Buffer): string {
   return createHash("sha256").update(b).digest("hex");
 }
 
-export function encodeSnapshot(s: CacheSnapshot): Buffer {
-  const body = Buffer.from(JSON.stringify(s), "utf8");
+/** Any JSON value in the checked file format (header line with length and sha256, then the body). */
+export function encodeChecked(value: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(value), "utf8");
   const header = Buffer.from(`${MAGIC} ${FORMAT_VERSION} ${sha256Hex(body)} ${body.length}\n`, "utf8");
   return Buffer.concat([header, body]);
 }
 
-function corrupt(why: string): Result<CacheSnapshot, EtcdError> {
+export function encodeSnapshot(s: CacheSnapshot): Buffer {
+  return encodeChecked(s);
+}
+
+function corrupt<T = CacheSnapshot>(why: string): Result<T, EtcdError> {
   return { ok: false, error: new EtcdError(EtcdErrorCode.CACHE_CORRUPT, `disk cache: ${why}`) };
+}
+
+/** Checks header, length and checksum, and parses the body; never throws. */
+export function decodeChecked(file: Buffer): Result<unknown, EtcdError> {
+  const nl = file.indexOf(0x0a);
+  if (nl < 0 || nl > 200) return corrupt("no header line");
+  const parts = file.subarray(0, nl).toString("utf8").split(" ");
+  if (parts.length !== 4 || parts[0] !== MAGIC) return corrupt("bad magic");
+  if (parts[1] !== String(FORMAT_VERSION)) return corrupt(`unknown format version ${parts[1]}`);
+  const body = file.subarray(nl + 1);
+  if (!/^[0-9]+$/.test(parts[3]!) || Number(parts[3]) !== body.length) {
+    return corrupt(`length ${body.length} does not match the header's ${parts[3]} (truncated?)`);
+  }
+  if (sha256Hex(body) !== parts[2]) return corrupt("checksum mismatch");
+  try {
+    return { ok: true, value: JSON.parse(body.toString("utf8")) };
+  } catch {
+    return corrupt("body is not JSON");
+  }
 }
 
 function isInstanceLike(v: unknown): boolean {
@@ -74,22 +98,9 @@ function isInstanceLike(v: unknown): boolean {
 
 /** Checks header, length, checksum and shape; never throws. */
 export function decodeSnapshot(file: Buffer): Result<CacheSnapshot, EtcdError> {
-  const nl = file.indexOf(0x0a);
-  if (nl < 0 || nl > 200) return corrupt("no header line");
-  const parts = file.subarray(0, nl).toString("utf8").split(" ");
-  if (parts.length !== 4 || parts[0] !== MAGIC) return corrupt("bad magic");
-  if (parts[1] !== String(FORMAT_VERSION)) return corrupt(`unknown format version ${parts[1]}`);
-  const body = file.subarray(nl + 1);
-  if (!/^[0-9]+$/.test(parts[3]!) || Number(parts[3]) !== body.length) {
-    return corrupt(`length ${body.length} does not match the header's ${parts[3]} (truncated?)`);
-  }
-  if (sha256Hex(body) !== parts[2]) return corrupt("checksum mismatch");
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString("utf8"));
-  } catch {
-    return corrupt("body is not JSON");
-  }
+  const r = decodeChecked(file);
+  if (!r.ok) return r;
+  const json = r.value;
   const s = json as CacheSnapshot;
   if (
     typeof s !== "object" ||
@@ -116,9 +127,8 @@ function tempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
 }
 
-/** Writes the snapshot atomically: temp file, fsync, rename, fsync the folder. */
-export async function saveSnapshot(path: string, s: CacheSnapshot): Promise<void> {
-  const data = encodeSnapshot(s);
+/** Writes `data` to `path` atomically: temp file, fsync, rename, fsync the folder. */
+export async function writeFileAtomic(path: string, data: Buffer): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   const tmp = tempPath(path);
@@ -143,9 +153,8 @@ export async function saveSnapshot(path: string, s: CacheSnapshot): Promise<void
   }
 }
 
-/** The same as saveSnapshot, synchronously (for exit paths). */
-export function saveSnapshotSync(path: string, s: CacheSnapshot): void {
-  const data = encodeSnapshot(s);
+/** The same as writeFileAtomic, synchronously (for exit paths). */
+export function writeFileAtomicSync(path: string, data: Buffer): void {
   const tmp = tempPath(path);
   const fd = openSync(tmp, "w", 0o644);
   try {
@@ -168,6 +177,16 @@ export function saveSnapshotSync(path: string, s: CacheSnapshot): void {
   } finally {
     closeSync(dfd);
   }
+}
+
+/** Writes the snapshot atomically. */
+export function saveSnapshot(path: string, s: CacheSnapshot): Promise<void> {
+  return writeFileAtomic(path, encodeSnapshot(s));
+}
+
+/** The same as saveSnapshot, synchronously (for exit paths). */
+export function saveSnapshotSync(path: string, s: CacheSnapshot): void {
+  writeFileAtomicSync(path, encodeSnapshot(s));
 }
 
 /** Reads a snapshot; a missing file is `ok: false` with CACHE_CORRUPT only if it exists but is bad. */

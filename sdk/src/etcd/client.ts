@@ -1,7 +1,9 @@
 // A typed etcd v3 client on @grpc/grpc-js: KV, Txn, Lease (with keep-alive), Watch (multiplexed),
-// several endpoints with round-robin failover, hasleader on streams, user/password auth and TLS.
-// Any etcd v3 endpoint will do: a real etcd or registry-node.
+// several endpoints with round-robin failover, hasleader on streams, user/password auth and TLS,
+// and an optional standby cluster the client moves to when the primary fails or is slow
+// (groups.ts). Any etcd v3 endpoint will do: a real etcd or registry-node.
 
+import { EventEmitter } from "node:events";
 import {
   type CallOptions,
   type ChannelOptions,
@@ -13,18 +15,24 @@ import type { etcdserverpb, mvccpb } from "@regmesh/proto";
 import { channels, publish } from "./channels.js";
 import { backoffMs, type Clock, systemClock } from "./clock.js";
 import { EtcdError, EtcdErrorCode, fromGrpcError, isRetryable } from "./errors.js";
+import { type GroupChange, type GroupName, RegistryGroups, type StandbyOptions } from "./groups.js";
 import type { Bytes } from "./keys.js";
 import { type KeepAliveTransport, LeaseKeeper } from "./lease.js";
 import {
   BACKOFF_INITIAL_MS,
   BACKOFF_MAX_MS,
+  GROUP_BAD_PROBES_TO_SWITCH_DEFAULT,
+  GROUP_GOOD_PROBES_TO_RETURN_DEFAULT,
+  GROUP_LATENCY_MS_MAX_DEFAULT,
+  GROUP_PROBE_INTERVAL_MS_DEFAULT,
+  GROUP_PROBE_TIMEOUT_MS_DEFAULT,
   REQUEST_TIMEOUT_MS_DEFAULT,
   RETRY_DEADLINE_MS_DEFAULT,
   WATCH_IDLE_TIMEOUT_MS_DEFAULT,
   WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
 } from "./limits.js";
 import { type Logger, silentLogger } from "./logger.js";
-import { type EndpointClients, EndpointPool } from "./pool.js";
+import type { EndpointClients } from "./pool.js";
 import {
   type DeleteOptions,
   deleteRequest,
@@ -51,6 +59,8 @@ export interface EtcdClientOptions {
   watchIdleTimeoutMs?: number;
   /** Client-chosen watch ids (etcd >= 3.4). Default false: the server picks them. */
   clientWatchIds?: boolean;
+  /** A second cluster kept as hot standby; the client moves there and back by itself (groups.ts). */
+  standby?: StandbyOptions;
   clock?: Clock;
   logger?: Logger;
   grpcOptions?: ChannelOptions;
@@ -68,12 +78,22 @@ export interface Lease {
   ttlS: number;
   /** Clock time at which the grant request was sent: the lease's first deadline is this + TTL. */
   grantSentAtMs: number;
+  /** The client's group epoch when the grant was sent; a lease of an older epoch is not kept alive. */
+  groupEpoch?: number;
 }
 
-export class EtcdClient {
+export interface EtcdClientEvents {
+  /** The client moved to the other registry group (also on `sdk:registry:group`). */
+  group: [GroupChange];
+}
+
+type Credentials = { ca?: Buffer; cert?: Buffer; key?: Buffer };
+
+export class EtcdClient extends EventEmitter<EtcdClientEvents> {
   readonly clock: Clock;
   readonly logger: Logger;
-  private readonly pool: EndpointPool;
+  /** The groups' pools; calls ask it for the endpoint in use, in whichever group is in use. */
+  private readonly pool: RegistryGroups;
   private readonly watches: WatchManager;
   private readonly requestTimeoutMs: number;
   private readonly retryDeadlineMs: number;
@@ -83,21 +103,38 @@ export class EtcdClient {
   private closed = false;
 
   constructor(private readonly opts: EtcdClientOptions) {
+    super();
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? silentLogger;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
     this.retryDeadlineMs = opts.retryDeadlineMs ?? RETRY_DEADLINE_MS_DEFAULT;
-    const creds =
-      opts.tls === undefined
+    const creds = (tls: Credentials | undefined) =>
+      tls === undefined
         ? grpcCredentials.createInsecure()
-        : grpcCredentials.createSsl(opts.tls.ca ?? null, opts.tls.key ?? null, opts.tls.cert ?? null);
-    this.pool = new EndpointPool(opts.endpoints, creds, opts.grpcOptions ?? {}, this.logger);
+        : grpcCredentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+    this.pool = new RegistryGroups({
+      endpoints: opts.endpoints,
+      credentials: creds(opts.tls),
+      standby: opts.standby,
+      standbyCredentials: opts.standby?.tls === undefined ? undefined : creds(opts.standby.tls),
+      grpcOptions: opts.grpcOptions ?? {},
+      clock: this.clock,
+      logger: this.logger,
+      defaults: {
+        probeIntervalMs: GROUP_PROBE_INTERVAL_MS_DEFAULT,
+        probeTimeoutMs: GROUP_PROBE_TIMEOUT_MS_DEFAULT,
+        latencyMsMax: GROUP_LATENCY_MS_MAX_DEFAULT,
+        badProbesToSwitch: GROUP_BAD_PROBES_TO_SWITCH_DEFAULT,
+        goodProbesToReturn: GROUP_GOOD_PROBES_TO_RETURN_DEFAULT,
+      },
+      onSwitch: (change) => this.onGroupSwitch(change),
+    });
     this.watches = new WatchManager(this.pool, () => this.streamMetadata(), this.clock, this.logger, {
       progressIntervalMs: opts.watchProgressIntervalMs ?? WATCH_PROGRESS_INTERVAL_MS_DEFAULT,
       idleTimeoutMs: opts.watchIdleTimeoutMs ?? WATCH_IDLE_TIMEOUT_MS_DEFAULT,
       clientWatchIds: opts.clientWatchIds ?? false,
       onAuthRefused: () => {
-        if (this.opts.auth === undefined) return false;
+        if (this.auth() === undefined) return false;
         this.token = undefined;
         return true;
       },
@@ -109,6 +146,39 @@ export class EtcdClient {
     return this.pool.current().endpoint;
   }
 
+  /** The registry group in use: "primary", or "standby" while the client has moved there. */
+  get group(): GroupName {
+    return this.pool.active;
+  }
+
+  /** Bumped on every move between groups: a revision or lease read in one epoch means nothing in another. */
+  get groupEpoch(): number {
+    return this.pool.epoch;
+  }
+
+  /** The credentials of the group in use. */
+  private auth(): { username: string; password: string } | undefined {
+    if (this.pool.active === "standby") return this.opts.standby?.auth ?? this.opts.auth;
+    return this.opts.auth;
+  }
+
+  /**
+   * Everything built on the old group follows the move (groups.ts): watchers are closed and told
+   * to re-list, leases are declared lost (the Registrar re-grants and re-registers), the token is
+   * dropped. Then the move is announced.
+   */
+  private onGroupSwitch(change: GroupChange): void {
+    this.token = undefined;
+    this.tokenPromise = undefined;
+    const err = new EtcdError(
+      EtcdErrorCode.GROUP_SWITCHED,
+      `registry group switched from ${change.from} to ${change.to}: ${change.reason}`,
+    );
+    this.watches.resetAll(err);
+    for (const k of [...this.keepers]) k.declareLost(err);
+    this.emit("group", change);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Calls, failover and auth
 
@@ -118,7 +188,7 @@ export class EtcdClient {
 
   private async authMetadata(): Promise<Metadata> {
     const md = new Metadata();
-    if (this.opts.auth !== undefined) {
+    if (this.auth() !== undefined) {
       const token = await this.getToken();
       if (token !== "") md.set("token", token);
     }
@@ -135,18 +205,22 @@ export class EtcdClient {
   private getToken(): Promise<string> {
     if (this.token !== undefined) return Promise.resolve(this.token);
     if (this.tokenPromise === undefined) {
-      const auth = this.opts.auth!;
+      const auth = this.auth()!;
+      const epoch = this.pool.epoch;
       this.tokenPromise = this.call<etcdserverpb.AuthenticateResponse>(
         "authenticate",
         (c, md, o, cb) => c.auth.authenticate({ name: auth.username, password: auth.password }, md, o, cb),
         { anonymous: true },
       ).then(
         (res) => {
+          // A token of the group the client has just left is not remembered.
+          if (epoch !== this.pool.epoch) return res.token;
           this.token = res.token;
           this.tokenPromise = undefined;
           return res.token;
         },
         (err) => {
+          if (epoch !== this.pool.epoch) throw err;
           this.tokenPromise = undefined;
           // As etcd's clientv3: credentials given to a server without auth are not an error; the
           // client goes on without a token ("" is remembered, and dropped on an auth error).
@@ -190,7 +264,7 @@ export class EtcdClient {
       } catch (e) {
         err = fromGrpcError(e, what);
       }
-      if (err.code === EtcdErrorCode.INVALID_AUTH_TOKEN && this.opts.auth !== undefined && !reauthenticated) {
+      if (err.code === EtcdErrorCode.INVALID_AUTH_TOKEN && this.auth() !== undefined && !reauthenticated) {
         reauthenticated = true;
         this.token = undefined;
         continue;
@@ -258,12 +332,16 @@ export class EtcdClient {
 
   async grant(ttlS: number, id = 0n): Promise<Lease> {
     const grantSentAtMs = this.clock.now();
-    const res = await this.call<etcdserverpb.LeaseGrantResponse>("lease grant", (c, md, co, cb) =>
-      c.lease.leaseGrant({ TTL: BigInt(Math.ceil(ttlS)), ID: id }, md, co, cb),
-    );
+    // The epoch of the attempt that was answered: a grant retried across a group switch belongs
+    // to the group it was sent to last.
+    let groupEpoch = this.pool.epoch;
+    const res = await this.call<etcdserverpb.LeaseGrantResponse>("lease grant", (c, md, co, cb) => {
+      groupEpoch = this.pool.epoch;
+      c.lease.leaseGrant({ TTL: BigInt(Math.ceil(ttlS)), ID: id }, md, co, cb);
+    });
     if (res.error !== "") throw new EtcdError(EtcdErrorCode.ETCD, `lease grant: ${res.error}`);
     publish(channels.leaseGranted, { leaseId: res.ID, ttlS: Number(res.TTL) });
-    return { id: res.ID, ttlS: Number(res.TTL), grantSentAtMs };
+    return { id: res.ID, ttlS: Number(res.TTL), grantSentAtMs, groupEpoch };
   }
 
   async revoke(id: bigint): Promise<void> {
@@ -293,7 +371,50 @@ export class EtcdClient {
     this.keepers.add(keeper);
     const forget = () => this.keepers.delete(keeper);
     keeper.once("lost", forget);
+    keeper.once("closed", forget);
+    if (lease.groupEpoch !== undefined && lease.groupEpoch !== this.pool.epoch) {
+      // Granted in a group the client has left since: it does not exist here. Lost once the
+      // caller has had the chance to listen.
+      const err = new EtcdError(
+        EtcdErrorCode.GROUP_SWITCHED,
+        `lease ${lease.id.toString(16)} was granted before a registry group switch`,
+      );
+      queueMicrotask(() => keeper.declareLost(err));
+    }
     return keeper;
+  }
+
+  /**
+   * One LeaseKeepAlive for `id`, for callers that renew on their own schedule (the mesher's
+   * bridge renews a lease per heartbeat of an app). Resolves with the TTL granted, 0 when the
+   * lease is gone (etcd answers TTL 0 for an unknown lease); rejects with UNAVAILABLE when no
+   * answer comes within `timeoutMs`.
+   */
+  keepAliveOnce(id: bigint, timeoutMs = this.opts.requestTimeoutMs ?? 5_000): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let settled = false;
+      const stream = this.keepAliveTransport().open({
+        onResponse: (res) => done(() => resolve(Number(res.TTL))),
+        onError: (err) => done(() => reject(err)),
+      });
+      const timer = this.clock.setTimer(
+        () =>
+          done(() =>
+            reject(
+              new EtcdError(EtcdErrorCode.UNAVAILABLE, `lease keep-alive: no answer within ${timeoutMs} ms`),
+            ),
+          ),
+        timeoutMs,
+      );
+      const done = (f: () => void): void => {
+        if (settled) return;
+        settled = true;
+        timer.cancel();
+        stream.close();
+        f();
+      };
+      stream.send(id);
+    });
   }
 
   private keepAliveTransport(): KeepAliveTransport {

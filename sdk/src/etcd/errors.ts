@@ -45,6 +45,14 @@ export const EtcdErrorCode = {
   CACHE_CORRUPT: "SDK_ERR_CACHE_CORRUPT",
   /** A service could not be resolved: the registry is unreachable and no cached copy exists. */
   NOT_RESOLVED: "SDK_ERR_NOT_RESOLVED",
+  /** A compare-and-set lost: the key changed since the revision the writer read. */
+  CONFLICT: "SDK_ERR_CONFLICT",
+  /**
+   * The client moved to another registry group (groups.ts). Leases and revisions of the old group
+   * mean nothing in the new one: leases are declared lost (and re-granted by the Registrar),
+   * watchers are closed and must re-list.
+   */
+  GROUP_SWITCHED: "SDK_ERR_GROUP_SWITCHED",
   /** Any other error from etcd; `grpcCode` and `details` carry what the server said. */
   ETCD: "SDK_ERR_ETCD",
 } as const;

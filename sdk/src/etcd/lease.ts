@@ -32,6 +32,8 @@ export type LeaseState = "alive" | "lost" | "closed";
 
 export interface LeaseKeeperEvents {
   lost: [EtcdError];
+  /** close() was called: the keeper stopped without a loss. */
+  closed: [];
   keepalive: [{ ttlS: number; deadlineMs: number }];
 }
 
@@ -184,10 +186,20 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     this.stream = undefined;
   }
 
+  /**
+   * Declares the lease lost now, with `err` (the client moved to another registry group, where the
+   * lease does not exist). Emits `lost` as any other loss does.
+   */
+  declareLost(err: EtcdError): void {
+    if (this.stateValue !== "alive") return;
+    this.lose(err);
+  }
+
   /** Stops keeping the lease alive (it then expires on the server unless revoked). */
   close(): void {
     if (this.stateValue !== "alive") return;
     this.stateValue = "closed";
     this.stop();
+    this.emit("closed");
   }
 }

@@ -46,3 +46,13 @@ export const RESOLVE_TIMEOUT_MS_DEFAULT = 5_000;
 export const DISK_CACHE_DEBOUNCE_MS_DEFAULT = 200;
 /** A disk cache file larger than this is not read (a bound on memory at start). */
 export const DISK_CACHE_BYTES_MAX = 256 * 1024 * 1024;
+
+/** Registry groups (groups.ts): a probe of each group this often... */
+export const GROUP_PROBE_INTERVAL_MS_DEFAULT = 1_000;
+/** ...each endpoint given this long to answer (a group fails a probe when none answers in time)... */
+export const GROUP_PROBE_TIMEOUT_MS_DEFAULT = 2_000;
+/** ...and a primary answer slower than this counts as a bad probe. */
+export const GROUP_LATENCY_MS_MAX_DEFAULT = 500;
+/** Hysteresis: consecutive bad probes before leaving a group, good ones before returning to the primary. */
+export const GROUP_BAD_PROBES_TO_SWITCH_DEFAULT = 3;
+export const GROUP_GOOD_PROBES_TO_RETURN_DEFAULT = 5;

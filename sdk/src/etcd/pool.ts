@@ -64,7 +64,8 @@ export class EndpointPool {
     return this.current();
   }
 
-  private clientsFor(endpoint: string): EndpointClients {
+  /** The clients of one endpoint of this pool (a probe tries each in turn, without moving the cursor). */
+  clientsFor(endpoint: string): EndpointClients {
     if (this.closed) throw new EtcdError(EtcdErrorCode.CLOSED, "etcd client is closed");
     let c = this.clients.get(endpoint);
     if (c === undefined) {

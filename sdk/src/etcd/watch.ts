@@ -42,6 +42,12 @@ export interface WatchListener {
   compacted?(compactRevision: bigint): void;
   /** The server canceled the watcher for another reason; it is closed. */
   canceled?(err: EtcdError): void;
+  /**
+   * The client moved to another registry group (groups.ts), whose revisions are unrelated to the
+   * ones this watcher saw; it is closed. Re-list, then watch again from the listing's revision.
+   * Without this callback, `canceled` is called with SDK_ERR_GROUP_SWITCHED.
+   */
+  groupSwitched?(err: EtcdError): void;
   /** The watcher is (re-)established on a stream. */
   connected?(endpoint: string): void;
   /** The stream broke; the watcher will resume by itself. */
@@ -119,7 +125,7 @@ export class WatchManager {
   private closed = false;
 
   constructor(
-    private readonly pool: EndpointPool,
+    private readonly pool: Pick<EndpointPool, "current" | "advanceFrom">,
     private readonly metadata: () => Promise<Metadata>,
     private readonly clock: Clock,
     private readonly logger: Logger,
@@ -378,6 +384,29 @@ export class WatchManager {
     }
     this.stream.write({ progressRequest: {} });
     this.armLiveness();
+  }
+
+  /**
+   * Closes every watcher and tells it to re-list: the client moved to another registry group, and
+   * a watch must never resume there by a revision of this one. The stream is closed; the next
+   * watch opens one in the group now in use.
+   */
+  resetAll(err: EtcdError): void {
+    if (this.closed) return;
+    const all = [...this.watchers.values()];
+    this.reconnectTimer?.cancel();
+    this.reconnectTimer = undefined;
+    this.reconnectAttempt = 0;
+    for (const w of all) this.forget(w);
+    this.closeStream();
+    for (const w of all) {
+      try {
+        if (w.listener.groupSwitched !== undefined) w.listener.groupSwitched(err);
+        else w.listener.canceled?.(err);
+      } catch (e) {
+        this.logger.error({ err: e }, "watch: listener threw");
+      }
+    }
   }
 
   close(): void {

@@ -362,9 +362,13 @@ export class Discovery {
     e.watcher = undefined;
     e.retryTimer?.cancel();
     e.retryTimer = undefined;
+    const groupEpoch = this.client.groupEpoch;
     listPrefix(this.client, this.servicePrefix(e.service), { pageKeys: this.opts.pageKeys }).then(
       (listing) => {
         if (epoch !== e.epoch || e.state === "closed") return;
+        // The client moved to another registry group during the listing: its revision (and maybe
+        // some pages) belong to the group it left. List again in the group now in use.
+        if (groupEpoch !== this.client.groupEpoch) return this.relist(e);
         e.attempt = 0;
         e.instances = this.decodeAll(e, listing.kvs);
         e.revision = listing.revision;
@@ -414,6 +418,11 @@ export class Discovery {
         compacted: () => {
           if (epoch !== e.epoch) return;
           this.logger.info({ service: e.service }, "discovery: watch revision compacted; re-listing");
+          this.relist(e);
+        },
+        groupSwitched: () => {
+          // Revisions of the new group are unrelated to this one's: never resume, re-list.
+          if (epoch !== e.epoch) return;
           this.relist(e);
         },
         canceled: (err) => {

@@ -69,6 +69,12 @@ export function onRequestEnd(t: LoadTracker, id: string, nowMs: number, rttMs: n
   e.stampMs = nowMs;
 }
 
+/** A request released without an outcome (picked, never sent): only its slot is given back. */
+export function onRequestCancel(t: LoadTracker, id: string): void {
+  const e = t.byId.get(id);
+  if (e !== undefined) e.outstanding = Math.max(0, e.outstanding - 1);
+}
+
 /** Forget instances that left the registry, so the tracker stays bounded by live instances. */
 export function forgetInstance(t: LoadTracker, id: string): void {
   t.byId.delete(id);
