@@ -47,7 +47,8 @@ function pickCost(): void {
       const policy: Policy = {
         schemaVersion: 1,
         service: "bench",
-        loadBalancer: kind === "ring-hash" || kind === "maglev" ? { kind, hashKey: { header: "x-user" } } : { kind },
+        loadBalancer:
+          kind === "ring-hash" || kind === "maglev" ? { kind, hashKey: { header: "x-user" } } : { kind },
       };
       const state = createRouterState();
       const rand = seededRand(1);
@@ -129,10 +130,14 @@ async function fanOut(endpoints: string[]): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
   const row = (name: string, xs: number[]) =>
-    console.log(`${name.padEnd(22)} p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms`);
+    console.log(
+      `${name.padEnd(22)} p50 ${percentile(xs, 50).toFixed(1).padStart(7)} ms   p99 ${percentile(xs, 99).toFixed(1).padStart(7)} ms`,
+    );
   row("SDK Discovery", sdkLat);
   row("etcd3 npm watch", etcd3Lat);
-  console.log(`ratio p99 SDK/etcd3: ${(percentile(sdkLat, 99) / percentile(etcd3Lat, 99)).toFixed(2)}x (target: SDK p99 < 100 ms)`);
+  console.log(
+    `ratio p99 SDK/etcd3: ${(percentile(sdkLat, 99) / percentile(etcd3Lat, 99)).toFixed(2)}x (target: SDK p99 < 100 ms)`,
+  );
   await registrar.close();
   regClient.close();
   for (const d of discoveries) await d.close();
@@ -147,8 +152,13 @@ async function memory(endpoints: string[]): Promise<void> {
   const c = new EtcdClient({ endpoints, requestTimeoutMs: 10_000 });
   const set = instances(N);
   for (let i = 0; i < N; i += 128) {
-    const ops = set.slice(i, i + 128).map((inst) => op.put(instanceKey(prefix, "bench", inst.id), encodeInstance(inst)));
-    await c.txn().onSuccess(...ops).commit();
+    const ops = set
+      .slice(i, i + 128)
+      .map((inst) => op.put(instanceKey(prefix, "bench", inst.id), encodeInstance(inst)));
+    await c
+      .txn()
+      .onSuccess(...ops)
+      .commit();
   }
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();

@@ -133,6 +133,13 @@ export const OPTIONS = {
     def: 5_000,
     help: "Registry slower than this counts as degraded; routing goes on from the last known state.",
   },
+  // Mutual TLS between meshers.
+  "tls-cert": {
+    kind: "string",
+    help: "PEM certificate of this instance (CN: its service). With --tls-key and --tls-ca: the inbound port speaks TLS, asks callers for certificates, and outbound calls to TLS instances present it.",
+  },
+  "tls-key": { kind: "string", help: "PEM private key of --tls-cert." },
+  "tls-ca": { kind: "string", help: "PEM CA that signs the mesh's certificates (callers and instances)." },
   // Remediation hooks.
   webhooks: {
     kind: "list",
@@ -312,6 +319,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (cfg.service !== undefined && cfg["app-port"] === undefined) {
     throw new ConfigError("--service needs --app-port (the port the local app listens on)");
   }
+  const tls = [cfg["tls-cert"], cfg["tls-key"], cfg["tls-ca"]].filter((x) => x !== undefined).length;
+  if (tls !== 0 && tls !== 3) throw new ConfigError("--tls-cert, --tls-key and --tls-ca go together");
   const hc = cfg["health-check"];
   if (!(hc === "none" || hc === "tcp" || hc === "grpc" || /^http:\/\S*$/.test(hc))) {
     throw new ConfigError(`--health-check: want none, tcp, grpc or http:/<path>, got ${JSON.stringify(hc)}`);

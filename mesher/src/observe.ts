@@ -56,6 +56,11 @@ export class Observer {
   readonly instances: client.Gauge<"service" | "state">;
   readonly inFlight: client.Gauge<"direction">;
   private readonly edges = new Map<string, Edge>();
+  private readonly requestChildren = new Map<string, client.Counter.Internal>();
+  private readonly latencyChildren = new Map<
+    string,
+    client.Histogram.Internal<"direction" | "caller" | "callee">
+  >();
   private readonly recent: CallRecord[] = [];
   private next = 0;
 
@@ -119,14 +124,29 @@ export class Observer {
   }
 
   record(c: CallRecord, nowMs: number): void {
-    this.requests.inc({
-      direction: c.direction,
-      caller: c.caller,
-      callee: c.callee,
-      code: String(c.grpcStatus === undefined ? c.status : `grpc:${c.grpcStatus}`),
-      reason: c.reason ?? "",
-    });
-    this.latency.observe({ direction: c.direction, caller: c.caller, callee: c.callee }, c.durationMs / 1000);
+    // prom-client hashes the label set on every inc/observe; the children are looked up once
+    // per label set and kept (bounded by services x codes).
+    const code = c.grpcStatus === undefined ? String(c.status) : `grpc:${c.grpcStatus}`;
+    const rk = `${c.direction}\u0000${c.caller}\u0000${c.callee}\u0000${code}\u0000${c.reason ?? ""}`;
+    let counter = this.requestChildren.get(rk);
+    if (counter === undefined) {
+      counter = this.requests.labels({
+        direction: c.direction,
+        caller: c.caller,
+        callee: c.callee,
+        code,
+        reason: c.reason ?? "",
+      });
+      this.requestChildren.set(rk, counter);
+    }
+    counter.inc();
+    const lk = `${c.direction}\u0000${c.caller}\u0000${c.callee}`;
+    let hist = this.latencyChildren.get(lk);
+    if (hist === undefined) {
+      hist = this.latency.labels({ direction: c.direction, caller: c.caller, callee: c.callee });
+      this.latencyChildren.set(lk, hist);
+    }
+    hist.observe(c.durationMs / 1000);
     const failed =
       c.status >= 500 || c.reason !== undefined || (c.grpcStatus !== undefined && c.grpcStatus !== 0);
     const k = `${c.caller}\u0000${c.callee}`;

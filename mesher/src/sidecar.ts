@@ -7,7 +7,7 @@
 //          -> stop accepting -> wait for in-flight calls up to --drain-timeout -> exit 0.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import type net from "node:net";
 import { hostname } from "node:os";
@@ -30,9 +30,9 @@ import type { MesherConfig } from "./config.js";
 import { splitAddr } from "./config.js";
 import { HealthChecker, parseCheck } from "./health.js";
 import { Observer } from "./observe.js";
-import { H1Forwarder, H2Forwarder } from "./proxy/forward.js";
+import { H1Forwarder, H2Forwarder, type MeshTls } from "./proxy/forward.js";
 import { Inbound } from "./proxy/inbound.js";
-import { Outbound } from "./proxy/outbound.js";
+import { Outbound, TLS_METADATA } from "./proxy/outbound.js";
 import { type DualServer, dualServer, listen } from "./proxy/wire.js";
 import { mesherVersion } from "./version.js";
 import { Webhooks, watchRemediation } from "./webhooks.js";
@@ -50,6 +50,7 @@ export interface Ports {
 
 export class Sidecar {
   readonly logger: Logger;
+  private readonly logDestination: ReturnType<typeof pino.destination>;
   readonly observer: Observer;
   client!: EtcdClient;
   discovery!: Discovery;
@@ -69,19 +70,36 @@ export class Sidecar {
   private adminServer: net.Server | undefined;
   private bridgeServer: net.Server | undefined;
   private bridgeClose: (() => Promise<void>) | undefined;
-  private h1 = new H1Forwarder();
-  private h2 = new H2Forwarder();
+  private readonly tls: MeshTls | undefined;
+  private readonly h1: H1Forwarder;
+  private readonly h2: H2Forwarder;
   private probeTimer: NodeJS.Timeout | undefined;
   private stopRemediation: (() => void) | undefined;
   private readonly stopSdkMetrics: () => void;
   readonly instanceId: string | undefined;
 
   constructor(readonly cfg: MesherConfig) {
-    this.logger = pino({ level: cfg["log-level"], base: { mesher: cfg.service ?? "(none)" } });
+    // Asynchronous writes: an access-log line per call must not block the proxy on stdout.
+    // stop() flushes what is pending.
+    this.logDestination = pino.destination({ dest: 1, sync: false });
+    this.logger = pino(
+      { level: cfg["log-level"], base: { mesher: cfg.service ?? "(none)" } },
+      this.logDestination,
+    );
     this.observer = new Observer(cfg.service === undefined ? {} : { service: cfg.service });
     this.stopSdkMetrics = sdkMetrics(this.observer.registry);
     this.instanceId =
       cfg.service === undefined ? undefined : (cfg["instance-id"] ?? `${hostname()}-${cfg["app-port"]}`);
+    this.tls =
+      cfg["tls-cert"] === undefined
+        ? undefined
+        : {
+            cert: readFileSync(cfg["tls-cert"]),
+            key: readFileSync(cfg["tls-key"]!),
+            ca: readFileSync(cfg["tls-ca"]!),
+          };
+    this.h1 = new H1Forwarder(this.tls === undefined ? {} : { tls: this.tls });
+    this.h2 = new H2Forwarder(this.tls);
   }
 
   async start(): Promise<Ports> {
@@ -166,6 +184,7 @@ export class Sidecar {
       const inb = dualServer(
         (req, res) => void inbound.handleH1(req, res),
         (s, h) => void inbound.handleH2(s, h),
+        this.tls === undefined ? undefined : { ...this.tls, requestCert: true, rejectUnauthorized: true },
       );
       this.servers.push(inb);
       this.ports.inbound = await listen(inb.tcp, splitAddr(cfg["inbound-listen"]));
@@ -210,6 +229,7 @@ export class Sidecar {
       protocol: cfg.protocol,
       weight: cfg.weight,
       tags: cfg.tags,
+      ...(this.tls !== undefined && inbound ? { metadata: { [TLS_METADATA]: "true" } } : {}),
       ...(cfg.zone !== undefined ? { zone: cfg.zone } : {}),
       ...(cfg.version !== undefined ? { version: cfg.version } : {}),
     };
@@ -369,6 +389,15 @@ export class Sidecar {
     throw new Error("the embedded registry did not become healthy in 20 s");
   }
 
+  /** Writes out log lines still buffered (before an exit). */
+  flushLogs(): void {
+    try {
+      this.logDestination.flushSync();
+    } catch {
+      // not ready yet, or already closed: nothing buffered
+    }
+  }
+
   /** Graceful stop: deregister, stop accepting, drain in-flight calls, close. */
   async stop(): Promise<void> {
     if (this.draining) return;
@@ -407,5 +436,6 @@ export class Sidecar {
       await new Promise((r) => this.embedded!.once("exit", r));
     }
     this.logger.info({ ms: Math.round(performance.now() - t0) }, "mesher stopped");
+    this.flushLogs();
   }
 }

@@ -103,3 +103,48 @@ export async function makeTestCerts(dir: string, cn = "client"): Promise<TestCer
     otherKeyFile: f("other.key"),
   };
 }
+
+/**
+ * A certificate signed by the CA that makeTestCerts(dir) made, with CN `cn`, for both TLS
+ * server and client use on 127.0.0.1/localhost (a mesher's identity: CN = its service).
+ */
+export async function makeLeafCert(
+  dir: string,
+  name: string,
+  cn: string,
+): Promise<{ certFile: string; keyFile: string }> {
+  const args = [
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    `/CN=${cn}`,
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.csr`,
+  ];
+  await openssl(args, dir);
+  await openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      "san.cnf",
+      "-out",
+      `${name}.pem`,
+    ],
+    dir,
+  );
+  return { certFile: join(dir, `${name}.pem`), keyFile: join(dir, `${name}.key`) };
+}

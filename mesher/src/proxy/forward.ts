@@ -70,15 +70,36 @@ export interface H1Try {
  */
 export const APP_UNREACHABLE = "app-unreachable";
 
+/**
+ * Client side of mutual TLS between meshers: this mesher's certificate, and the mesh CA that
+ * must have signed the instance's. The instance is trusted by its CA, not by its address:
+ * instances register IPs, which their certificates need not name.
+ */
+export interface MeshTls {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca: Buffer;
+}
+
+function clientTls(t: MeshTls) {
+  return {
+    cert: t.cert,
+    key: t.key,
+    ca: t.ca,
+    rejectUnauthorized: true,
+    checkServerIdentity: () => undefined,
+  };
+}
+
 export class H1Forwarder {
   readonly agent: Agent;
 
-  constructor(opts: { connections?: number } = {}) {
+  constructor(opts: { connections?: number; tls?: MeshTls } = {}) {
     this.agent = new Agent({
       connections: opts.connections ?? 256,
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 600_000,
-      connect: { timeout: 2_000 },
+      connect: { timeout: 2_000, ...(opts.tls !== undefined ? clientTls(opts.tls) : {}) },
       headersTimeout: 0,
       bodyTimeout: 0,
     });
@@ -172,11 +193,16 @@ export interface H2Try {
 export class H2Forwarder {
   private readonly sessions = new Map<string, Promise<http2.ClientHttp2Session>>();
 
+  constructor(private readonly tls?: MeshTls) {}
+
   private session(origin: string): Promise<http2.ClientHttp2Session> {
     let p = this.sessions.get(origin);
     if (p !== undefined) return p;
     p = new Promise<http2.ClientHttp2Session>((resolve, reject) => {
-      const s = http2.connect(origin, { settings: { enablePush: false } });
+      const s = http2.connect(origin, {
+        settings: { enablePush: false },
+        ...(origin.startsWith("https:") && this.tls !== undefined ? clientTls(this.tls) : {}),
+      });
       const drop = (): void => {
         if (this.sessions.get(origin) === p) this.sessions.delete(origin);
       };

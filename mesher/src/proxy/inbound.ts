@@ -6,6 +6,7 @@
 
 import type http from "node:http";
 import type http2 from "node:http2";
+import { TLSSocket } from "node:tls";
 import { createTokenBucket, type Mesh, rateLimitParams, type TokenBucket, tryAcquire } from "@regmesh/sdk";
 import type { Logger } from "pino";
 import { TOKEN_HEADER, type TokenAuthority } from "../auth.js";
@@ -25,20 +26,37 @@ export interface InboundDeps {
   inFlight: { n: number };
 }
 
+/** The service a TLS peer's verified certificate names (its CN), if the connection is TLS. */
+function peerService(socket: unknown): string | undefined {
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
+  const cn = socket.getPeerCertificate()?.subject?.CN;
+  return typeof cn === "string" && cn !== "" ? cn : undefined;
+}
+
 export class Inbound {
   private bucket: TokenBucket | undefined;
   private bucketKey = "";
 
   constructor(private readonly d: InboundDeps) {}
 
-  /** Who is calling, or why the call is refused. */
+  /**
+   * Who is calling, or why the call is refused. With TLS the caller is the CN of its verified
+   * client certificate (the handshake already refused missing or untrusted ones); with
+   * --auth-tokens, the issuer of a valid token (both must agree when both are on).
+   */
   private async admit(
     h: Record<string, string | string[] | undefined>,
+    socket: unknown,
   ): Promise<{ caller: string } | { reason: Reason; message: string }> {
     let caller = first(h["x-mesher-caller"]) ?? "";
+    const certCaller = peerService(socket);
+    if (certCaller !== undefined) caller = certCaller;
     if (this.d.auth !== undefined) {
       const v = await this.d.auth.verify(first(h[TOKEN_HEADER]));
       if (!v.ok) return { reason: "unauthorized", message: v.why };
+      if (certCaller !== undefined && certCaller !== v.caller) {
+        return { reason: "unauthorized", message: `token of ${v.caller} on a connection of ${certCaller}` };
+      }
       caller = v.caller;
     }
     const policy = this.d.mesh.policy(this.d.service).policy;
@@ -112,7 +130,7 @@ export class Inbound {
     const trace = traceOf(req.headers);
     const method = req.method ?? "GET";
     const path = req.url ?? "/";
-    const a = await this.admit(req.headers);
+    const a = await this.admit(req.headers, req.socket);
     if ("reason" in a) {
       req.resume();
       answerH1(res, a.reason, a.message, trace);
@@ -171,7 +189,7 @@ export class Inbound {
     const method = String(headers[":method"] ?? "GET");
     const path = String(headers[":path"] ?? "/");
     const grpc = String(headers["content-type"] ?? "").startsWith("application/grpc");
-    const a = await this.admit(h);
+    const a = await this.admit(h, stream.session?.socket);
     if ("reason" in a) {
       answerH2(stream, grpc, a.reason, a.message, trace);
       this.record(trace, first(h["x-mesher-caller"]) ?? "", method, path, start, grpc ? 200 : 403, {

@@ -501,7 +501,10 @@ function outcomeName(o: CallOutcome): string {
   return o.kind === "response" ? String(o.status) : o.kind === "grpc" ? `grpc:${o.code}` : o.kind;
 }
 
+/** Metadata an instance registers when its inbound port speaks TLS (--tls-*). */
+export const TLS_METADATA = "mesher.tls";
+
 export function originOf(i: Instance): string {
   const host = i.address.includes(":") ? `[${i.address}]` : i.address;
-  return `http://${host}:${i.port}`;
+  return `${i.metadata[TLS_METADATA] === "true" ? "https" : "http"}://${host}:${i.port}`;
 }

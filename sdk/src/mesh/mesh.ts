@@ -160,6 +160,7 @@ class Routed {
   ejection: EjectionState;
   ejectionKey: string;
   ejectionTimer: Timer | undefined;
+  ejectionAtMs = 0;
   budget: RetryBudgetState;
   budgetKey: string;
   bucket: TokenBucket | undefined;
@@ -639,13 +640,23 @@ export class Mesh {
 
   private scheduleEjectionTick(r: Routed): void {
     if (this.closed) return;
-    r.ejectionTimer?.cancel();
-    if (r.ejection.ejected.size === 0 && r.ejection.hosts.size === 0) return;
-    const delay = Math.max(0, nextDeadlineMs(r.ejection) - this.clock.now());
-    r.ejectionTimer = this.clock.setTimer(() => {
+    if (r.ejection.ejected.size === 0 && r.ejection.hosts.size === 0) {
+      r.ejectionTimer?.cancel();
       r.ejectionTimer = undefined;
-      this.ejectionEvents(r, tick(r.ejection, this.clock.now()));
-    }, delay);
+      return;
+    }
+    // Re-armed only when the next deadline moved earlier: this runs after every call's outcome.
+    const at = nextDeadlineMs(r.ejection);
+    if (r.ejectionTimer !== undefined && r.ejectionAtMs <= at) return;
+    r.ejectionTimer?.cancel();
+    r.ejectionAtMs = at;
+    r.ejectionTimer = this.clock.setTimer(
+      () => {
+        r.ejectionTimer = undefined;
+        this.ejectionEvents(r, tick(r.ejection, this.clock.now()));
+      },
+      Math.max(0, at - this.clock.now()),
+    );
   }
 }
 
