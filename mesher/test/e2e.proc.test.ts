@@ -24,6 +24,9 @@ afterAll(async () => {
   await cluster?.stop({ remove: true });
 });
 
+/** How long the registry stays down under load: short here, 30 s under `npm run test:long`. */
+const REGISTRY_OUTAGE_MS = process.env.REGMESH_LONG === "1" ? 30_000 : 2_000;
+
 /** A fixed-rate load: `rate` requests per second for `ms`, at most `concurrency` in flight. */
 async function load(
   send: () => Promise<Reply>,
@@ -344,7 +347,7 @@ describe("mesher end to end", () => {
     try {
       const result = await load(() => call(caller.ports.outbound, { host: "greeter" }), {
         rate: 50,
-        ms: 2_000,
+        ms: REGISTRY_OUTAGE_MS,
         concurrency: 4,
       });
       expect(result.errors).toEqual([]);

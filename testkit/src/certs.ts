@@ -50,43 +50,8 @@ export async function makeTestCerts(dir: string, cn = "client"): Promise<TestCer
       dir,
     );
   };
-  const leaf = async (name: string, caName: string, subject: string, ext: string) => {
-    await openssl(
-      [
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        `/CN=${subject}`,
-        "-keyout",
-        `${name}.key`,
-        "-out",
-        `${name}.csr`,
-      ],
-      dir,
-    );
-    await openssl(
-      [
-        "x509",
-        "-req",
-        "-in",
-        `${name}.csr`,
-        "-CA",
-        `${caName}.pem`,
-        "-CAkey",
-        `${caName}.key`,
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        ext,
-        "-out",
-        `${name}.pem`,
-      ],
-      dir,
-    );
-  };
+  const leaf = (name: string, caName: string, subject: string, ext: string) =>
+    signLeaf(dir, name, caName, subject, ext);
   await ca("ca");
   await ca("otherca");
   await leaf("server", "ca", "127.0.0.1", "san.cnf");
@@ -104,6 +69,51 @@ export async function makeTestCerts(dir: string, cn = "client"): Promise<TestCer
   };
 }
 
+/** A key and a certificate `<name>.pem` for CN `subject`, signed by `<caName>.pem` in `dir`. */
+async function signLeaf(
+  dir: string,
+  name: string,
+  caName: string,
+  subject: string,
+  ext: string,
+): Promise<void> {
+  await openssl(
+    [
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-subj",
+      `/CN=${subject}`,
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.csr`,
+    ],
+    dir,
+  );
+  await openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      `${caName}.pem`,
+      "-CAkey",
+      `${caName}.key`,
+      "-CAcreateserial",
+      "-days",
+      "2",
+      "-extfile",
+      ext,
+      "-out",
+      `${name}.pem`,
+    ],
+    dir,
+  );
+}
+
 /**
  * A certificate signed by the CA that makeTestCerts(dir) made, with CN `cn`, for both TLS
  * server and client use on 127.0.0.1/localhost (a mesher's identity: CN = its service).
@@ -113,38 +123,6 @@ export async function makeLeafCert(
   name: string,
   cn: string,
 ): Promise<{ certFile: string; keyFile: string }> {
-  const args = [
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-subj",
-    `/CN=${cn}`,
-    "-keyout",
-    `${name}.key`,
-    "-out",
-    `${name}.csr`,
-  ];
-  await openssl(args, dir);
-  await openssl(
-    [
-      "x509",
-      "-req",
-      "-in",
-      `${name}.csr`,
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "2",
-      "-extfile",
-      "san.cnf",
-      "-out",
-      `${name}.pem`,
-    ],
-    dir,
-  );
+  await signLeaf(dir, name, "ca", cn, "san.cnf");
   return { certFile: join(dir, `${name}.pem`), keyFile: join(dir, `${name}.key`) };
 }

@@ -189,7 +189,7 @@ export class Outbound {
     method: string,
     start: number,
   ): Promise<void> {
-    const triesLog: { instance: string; outcome: string; atMs: number; endMs: number }[] = [];
+    const triesLog: TryEntry[] = [];
     const fail = (reason: Reason, message: string, attempts: number, instance?: string): void => {
       answerH1(res, reason, message, trace);
       this.record(trace, target, method, start, {
@@ -248,18 +248,9 @@ export class Outbound {
         left,
       );
       let retry = false;
-      const tryAtMs = Date.now();
-      let logged = false;
+      const logTry = tryLogger(triesLog, a.instance.id);
       const wants = (o: CallOutcome): boolean => {
-        if (!logged) {
-          logged = true;
-          triesLog.push({
-            instance: a.instance.id,
-            outcome: outcomeName(o),
-            atMs: tryAtMs,
-            endMs: Date.now(),
-          });
-        }
+        logTry(o);
         const failed = a.end(o);
         retry = failed && replayable && this.d.mesh.retry(target.service, tries, o, fallback).retry;
         return retry;
@@ -277,13 +268,7 @@ export class Outbound {
       });
       if (r.outcome.kind !== "response") wants(r.outcome);
       if (r.committed) {
-        if (!logged)
-          triesLog.push({
-            instance: a.instance.id,
-            outcome: outcomeName(r.outcome),
-            atMs: tryAtMs,
-            endMs: Date.now(),
-          });
+        logTry(r.outcome);
         this.record(trace, target, method, start, {
           status: r.status ?? 502,
           attempts: tries,
@@ -359,7 +344,7 @@ export class Outbound {
     grpc: boolean,
     start: number,
   ): Promise<void> {
-    const triesLog: { instance: string; outcome: string; atMs: number; endMs: number }[] = [];
+    const triesLog: TryEntry[] = [];
     const fail = (reason: Reason, message: string, attempts: number, instance?: string): void => {
       answerH2(stream, grpc, reason, message, trace);
       this.record(trace, target, method, start, {
@@ -417,25 +402,14 @@ export class Outbound {
       };
       if (grpc && Number.isFinite(timeoutMs)) headers["grpc-timeout"] = grpcTimeoutHeader(timeoutMs);
       let retry = false;
-      const replayable = (): boolean => tries === 1 || (bodyEnded && !overflow);
-      const tryAtMs = Date.now();
-      let logged = false;
+      const logTry = tryLogger(triesLog, a.instance.id);
       const wants = (o: CallOutcome): boolean => {
-        if (!logged) {
-          logged = true;
-          triesLog.push({
-            instance: a.instance.id,
-            outcome: outcomeName(o),
-            atMs: tryAtMs,
-            endMs: Date.now(),
-          });
-        }
+        logTry(o);
         const failed = a.end(o);
         retry =
           failed && bodyEnded && !overflow && this.d.mesh.retry(target.service, tries, o, fallback).retry;
         return retry;
       };
-      void replayable;
       const r = await this.d.h2.try({
         origin: originOf(a.instance),
         headers,
@@ -450,13 +424,7 @@ export class Outbound {
       if (!r.committed && r.outcome.kind !== "response" && r.outcome.kind !== "grpc") wants(r.outcome);
       else if (r.committed) a.end(r.outcome);
       if (r.committed) {
-        if (!logged)
-          triesLog.push({
-            instance: a.instance.id,
-            outcome: outcomeName(r.outcome),
-            atMs: tryAtMs,
-            endMs: Date.now(),
-          });
+        logTry(r.outcome);
         this.record(trace, target, method, start, {
           tries: triesLog,
           status: r.status ?? 200,
@@ -499,6 +467,19 @@ const reasonGrpc: Partial<Record<Reason, number>> = {
 
 function outcomeName(o: CallOutcome): string {
   return o.kind === "response" ? String(o.status) : o.kind === "grpc" ? `grpc:${o.code}` : o.kind;
+}
+
+type TryEntry = { instance: string; outcome: string; atMs: number; endMs: number };
+
+/** Records one try in the call's log the first time its outcome is known. */
+function tryLogger(log: TryEntry[], instance: string): (o: CallOutcome) => void {
+  const atMs = Date.now();
+  let logged = false;
+  return (o) => {
+    if (logged) return;
+    logged = true;
+    log.push({ instance, outcome: outcomeName(o), atMs, endMs: Date.now() });
+  };
 }
 
 /** Metadata an instance registers when its inbound port speaks TLS (--tls-*). */
