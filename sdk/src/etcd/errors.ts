@@ -116,6 +116,14 @@ export function fromGrpcError(err: unknown, what: string): EtcdError {
   if (details.includes(ETCD_MSG.userEmpty)) return mk(EtcdErrorCode.AUTH_REQUIRED);
   if (details.includes(ETCD_MSG.tooManyOps)) return mk(EtcdErrorCode.TOO_MANY_OPS);
   if (details.includes(ETCD_MSG.requestTooLarge)) return mk(EtcdErrorCode.REQUEST_TOO_LARGE);
+  // Refused before it was proposed: the server is overloaded; safe to retry after a pause.
+  if (details.includes("etcdserver: too many requests")) return mk(EtcdErrorCode.UNAVAILABLE);
+  // A member shutting down ends in-flight streams with RST_STREAM NO_ERROR and no status, which
+  // grpc-js reports as INTERNAL: a transport failure like UNAVAILABLE (the request may or may
+  // not have been applied, as after a timeout).
+  if (grpcCode === GrpcStatus.INTERNAL && /RST_STREAM|Call ended without gRPC status/.test(details)) {
+    return mk(EtcdErrorCode.UNAVAILABLE);
+  }
   switch (grpcCode) {
     case GrpcStatus.UNAVAILABLE:
       return mk(EtcdErrorCode.UNAVAILABLE);

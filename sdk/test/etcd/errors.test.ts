@@ -35,6 +35,13 @@ describe("fromGrpcError: etcd 3.4's statuses map to stable codes", () => {
     [status.DEADLINE_EXCEEDED, "Deadline exceeded", EtcdErrorCode.TIMEOUT],
     [status.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request", EtcdErrorCode.BAD_REQUEST],
     [status.INTERNAL, "something else", EtcdErrorCode.ETCD],
+    // A member shutting down: grpc-js reports the stream reset without status as INTERNAL.
+    [
+      status.INTERNAL,
+      "Received RST_STREAM with code 0 (Call ended without gRPC status)",
+      EtcdErrorCode.UNAVAILABLE,
+    ],
+    [status.RESOURCE_EXHAUSTED, "etcdserver: too many requests", EtcdErrorCode.UNAVAILABLE],
   ])("%i %s -> %s", (code, details, want) => {
     const e = fromGrpcError(grpcErr(code, details), "op");
     expect(e).toBeInstanceOf(EtcdError);
