@@ -251,7 +251,10 @@ export class GrpcRouter {
     let ended = false;
     let responded = false;
     const respond = () => {
-      if (responded) return;
+      // A stream reset before we answer (a client that cancelled while the link was cut, its
+      // RST arriving with the request after the heal) cannot be answered: respond() would throw
+      // ERR_HTTP2_INVALID_STREAM out of the event loop.
+      if (responded || stream.destroyed || stream.closed) return;
       responded = true;
       stream.respond({ ":status": 200, "content-type": "application/grpc" }, { waitForTrailers: true });
     };
