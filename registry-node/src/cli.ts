@@ -85,8 +85,10 @@ async function main(argv: string[]): Promise<number> {
   try {
     member = await runMember(config);
   } catch (err) {
+    // Exit now, as etcd does: listeners or files opened before the failure would otherwise
+    // keep a member that cannot serve alive.
     process.stderr.write(`registry-node: ${(err as Error).message}\n`);
-    return 1;
+    process.exit(1);
   }
   await new Promise<void>((resolve) => {
     const onSignal = () => resolve();

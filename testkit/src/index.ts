@@ -2,6 +2,7 @@ export * from "./certs.js";
 export * from "./cluster.js";
 export * from "./command.js";
 export * from "./faultproxy.js";
+export * from "./linearizability/index.js";
 export * from "./ports.js";
 export * from "./proc.js";
 export * from "./tmp.js";

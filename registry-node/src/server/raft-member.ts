@@ -270,6 +270,19 @@ export async function startRaft(
       `the backend has applied entry ${applied} but the WAL ends at ${storage.lastIndex()}: the WAL and the data file do not belong together`,
     );
   }
+  // A hard state that only advances the commit index is written without fsync (as etcd), while
+  // the backend's consistent index is fsynced with the data: after a crash that lost unsynced
+  // writes the WAL's commit can be behind what was applied. Whatever was applied was committed
+  // by a quorum first, and its entries are in the WAL (checked above), so the commit index is
+  // raised to it; otherwise raft refuses to start ("applied outside [1, commit]").
+  const { hardState } = storage.initialState();
+  if (hardState.commit < applied) {
+    log.warn(
+      { walCommit: hardState.commit, applied },
+      "the WAL's commit index is behind the backend's (unsynced hard state lost in a crash); raised",
+    );
+    storage.setHardState({ ...hardState, commit: applied });
+  }
 
   const raftToMember = (raftId: number) =>
     [...server.members.keys()].find((m) => raftIdOf(m) === raftId) ?? 0n;
