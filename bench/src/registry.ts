@@ -5,7 +5,9 @@
 //   linearizable and serializable single-key ranges with 1 and 64 in flight.
 // Reported: requests per second and p50/p99 latency, and ours/etcd ratios (throughput: >1
 // is better for us; latency: <1 is better for us). The servers are measured one at a time
-// (the machine may have few cores); each run starts with a short warm-up.
+// (the machine may have few cores), each workload in `rounds` alternating slices (etcd,
+// ours, ours, etcd, ...) so that a change of load on a shared machine falls on both alike;
+// each server's connection is warmed up first.
 // Run: npx tsc -b registry-node bench && node bench/dist/registry.js
 //   REGMESH_BENCH_SCALE=0.2 shortens every bound (counts and times) for a quick look.
 //
@@ -68,55 +70,80 @@ const workloads: Workload[] = [
 
 type Result = { ops: number; perSecond: number; p50Ms: number; p99Ms: number; errors: number };
 
+/** Slices each workload is split into, alternating between the servers. */
+const rounds = 4;
+
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** One workload against one endpoint: `inFlight` loops, each issuing its next request when the last is answered. */
-async function run(endpoint: string, w: Workload): Promise<Result> {
+/** One server's side of a workload: its client and what its slices measured so far. */
+type Side = { kv: etcdserverpb.KVClient; latencies: number[]; seconds: number; errors: number };
+
+async function open(endpoint: string, w: Workload): Promise<Side> {
   const kv = new etcdserverpb.KVClient(endpoint, credentials.createInsecure());
-  try {
-    // Warm-up: connection, JIT, and the server's first writes.
-    const warm = Math.min(500, Math.ceil(w.opsMax / 10));
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: Math.min(w.inFlight, warm) }, async () => {
-        while (next < warm) await w.op(kv, next++);
-      }),
-    );
-    const opsMax = Math.max(1, Math.round(w.opsMax * scale));
-    const deadline = performance.now() + w.secondsMax * scale * 1000;
-    const latencies = new Float64Array(opsMax);
-    let started = 0;
-    let done = 0;
-    let errors = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: w.inFlight }, async () => {
-        while (started < opsMax && performance.now() < deadline) {
-          const i = started++;
-          const s = performance.now();
-          try {
-            await w.op(kv, i);
-            latencies[done++] = performance.now() - s;
-          } catch {
-            errors++;
-          }
+  // Warm-up: connection, JIT, and the server's first writes.
+  const warm = Math.min(500, Math.ceil(w.opsMax / 10));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(w.inFlight, warm) }, async () => {
+      while (next < warm) await w.op(kv, next++);
+    }),
+  );
+  return { kv, latencies: [], seconds: 0, errors: 0 };
+}
+
+/** One slice: `inFlight` loops, each issuing its next request when the last is answered. */
+async function slice(side: Side, w: Workload, round: number): Promise<void> {
+  const opsMax = Math.max(1, Math.round((w.opsMax * scale) / rounds));
+  const deadline = performance.now() + (w.secondsMax * scale * 1000) / rounds;
+  let started = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: w.inFlight }, async () => {
+      while (started < opsMax && performance.now() < deadline) {
+        const i = round * opsMax + started++;
+        const s = performance.now();
+        try {
+          await w.op(side.kv, i);
+          side.latencies.push(performance.now() - s);
+        } catch {
+          side.errors++;
         }
-      }),
-    );
-    const seconds = (performance.now() - t0) / 1000;
-    const sorted = latencies.subarray(0, done).sort();
-    return {
-      ops: done,
-      perSecond: done / seconds,
-      p50Ms: percentile(sorted, 50),
-      p99Ms: percentile(sorted, 99),
-      errors,
-    };
+      }
+    }),
+  );
+  side.seconds += (performance.now() - t0) / 1000;
+}
+
+function result(side: Side): Result {
+  const sorted = Float64Array.from(side.latencies).sort();
+  return {
+    ops: sorted.length,
+    perSecond: sorted.length / side.seconds,
+    p50Ms: percentile(sorted, 50),
+    p99Ms: percentile(sorted, 99),
+    errors: side.errors,
+  };
+}
+
+/** A workload against both servers, in alternating slices. */
+async function run(
+  endpoints: { etcd: string; ours: string },
+  w: Workload,
+): Promise<{ e: Result; o: Result }> {
+  const e = await open(endpoints.etcd, w);
+  const o = await open(endpoints.ours, w);
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const order = r % 2 === 0 ? [e, o] : [o, e];
+      for (const side of order) await slice(side, w, r);
+    }
+    return { e: result(e), o: result(o) };
   } finally {
-    kv.close();
+    e.kv.close();
+    o.kv.close();
   }
 }
 
@@ -143,8 +170,7 @@ async function main(): Promise<void> {
       ].join(" "),
     );
     for (const w of workloads) {
-      const e = await run(targets.etcd, w);
-      const o = await run(targets.ours, w);
+      const { e, o } = await run(targets, w);
       console.log(
         [
           w.name.padEnd(38),

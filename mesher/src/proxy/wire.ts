@@ -6,7 +6,6 @@ import { randomFillSync } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { Duplex } from "node:stream";
 import tls from "node:tls";
 
 /** The HTTP/2 connection preface (RFC 9113 §3.4). */
@@ -18,46 +17,6 @@ export interface DualServer {
   readonly h2: http2.Http2Server;
   /** Open connections, so a drain can wait for them and a stop can end them. */
   readonly sockets: Set<net.Socket>;
-}
-
-/**
- * Node cannot peek at a socket and its HTTP/2 session reads the socket's native handle, so the
- * bytes read to sniff cannot be handed back: an HTTP/2 connection goes to the session through
- * this duplex, which replays them and then relays the socket (registry-node's listener does the
- * same; the mesher cannot import it). It costs HTTP/2 throughput against a native socket.
- */
-function replaying(socket: net.Socket, firstBytes: Buffer): Duplex {
-  const d = new Duplex({
-    read() {
-      socket.resume();
-    },
-    writev(chunks, cb) {
-      socket.cork();
-      for (const { chunk } of chunks) socket.write(chunk);
-      socket.uncork();
-      cb();
-    },
-    final(cb) {
-      socket.end(cb);
-    },
-    destroy(err, cb) {
-      socket.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  d.push(firstBytes);
-  socket.on("data", (c: Buffer) => {
-    if (!d.push(c)) socket.pause();
-  });
-  socket.on("end", () => d.push(null));
-  socket.on("error", (e) => d.destroy(e));
-  socket.on("close", () => d.destroy());
-  Object.assign(d, {
-    remoteAddress: socket.remoteAddress,
-    remotePort: socket.remotePort,
-    setNoDelay: () => d,
-  });
-  return d;
 }
 
 /**
@@ -97,11 +56,15 @@ export function dualServer(
       if (isH2 && seen.length < PREFACE.length) return; // need more bytes to decide
       socket.off("data", onData);
       socket.pause();
-      if (isH2) h2.emit("connection", replaying(socket, seen));
-      else {
-        socket.unshift(seen);
-        h1.emit("connection", socket);
+      // Node cannot peek: the bytes read to decide go back with unshift, and both servers read
+      // the native handle; an HTTP/2 session first feeds itself what the socket had buffered
+      // (Node >= 15; registry-node's listener does the same, the mesher cannot import it).
+      socket.unshift(seen);
+      if (isH2) {
+        h2.emit("connection", socket);
+        return;
       }
+      h1.emit("connection", socket);
       socket.resume();
     };
     socket.on("data", onData);

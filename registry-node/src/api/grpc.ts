@@ -120,6 +120,42 @@ function frame(payload: Buffer): Buffer {
   return out;
 }
 
+/**
+ * The call's context. Its signal and peer are made only when a handler asks (campaign and
+ * lock do; reads and writes do not): aborting an AbortController builds a DOMException with
+ * a stack trace, which profiled as the largest single cost of a small unary call when every
+ * stream's close aborted one.
+ */
+function callContext(
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  deadlineMs: number | undefined,
+): CallContext {
+  let controller: AbortController | undefined;
+  let gone = false;
+  const onGone = () => {
+    gone = true;
+    controller?.abort();
+  };
+  stream.on("close", onGone);
+  stream.on("error", onGone);
+  return {
+    headers,
+    deadlineMs,
+    get signal(): AbortSignal {
+      if (controller === undefined) {
+        controller = new AbortController();
+        if (gone) controller.abort();
+      }
+      return controller.signal;
+    },
+    get peer(): string {
+      const socket = stream.session?.socket;
+      return `${socket?.remoteAddress ?? ""}:${socket?.remotePort ?? ""}`;
+    },
+  };
+}
+
 function toEtcdError(err: unknown): EtcdError {
   if (err instanceof EtcdError) return err;
   const msg = err instanceof Error ? err.message : String(err);
@@ -167,16 +203,8 @@ export class GrpcRouter {
   handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     const path = headers[":path"] ?? "";
     const route = this.routes.get(path);
-    const controller = new AbortController();
-    stream.on("close", () => controller.abort());
-    stream.on("error", () => controller.abort());
     const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
-    const ctx: CallContext = {
-      headers,
-      deadlineMs: timeoutMs === undefined ? undefined : Date.now() + timeoutMs,
-      signal: controller.signal,
-      peer: `${stream.session?.socket?.remoteAddress ?? ""}:${stream.session?.socket?.remotePort ?? ""}`,
-    };
+    const ctx = callContext(stream, headers, timeoutMs === undefined ? undefined : Date.now() + timeoutMs);
     if (route === undefined) {
       this.trailersOnly(stream, new EtcdError(Code.Unimplemented, `unknown method ${path}`));
       stream.resume();

@@ -18,6 +18,14 @@ export type Config = {
   initialClusterState: "new" | "existing";
   initialClusterToken: string;
   quotaBackendBytes: number;
+  /**
+   * The backend commits its buffered writes this often (--backend-batch-interval; etcd:
+   * 100 ms when 0). Acknowledged writes are durable in the WAL meanwhile; a restart applies
+   * the entries after the backend's consistent index again.
+   */
+  backendBatchIntervalMs: number;
+  /** ...or once this many writes are buffered (--backend-batch-limit; etcd: 10,000 when 0). */
+  backendBatchLimit: number;
   maxTxnOps: number;
   maxRequestBytes: number;
   autoCompactionRetention: string;
@@ -43,6 +51,10 @@ const electionTimeoutMsMax = 50_000;
 // given by flag is raised to 100 ms, and a value <= 0 leaves the default.
 const watchProgressNotifyIntervalMsDefault = 10 * 60 * 1000;
 const watchProgressNotifyIntervalMsMin = 100;
+// etcd's backend batching (mvcc/backend): defaultBatchInterval and defaultBatchLimit, used
+// when --backend-batch-interval or --backend-batch-limit is 0.
+const backendBatchIntervalMsDefault = 100;
+const backendBatchLimitDefault = 10_000;
 // etcd's default backend quota when --quota-backend-bytes is 0: 2 GiB.
 export const defaultQuotaBackendBytes = 2 * 1024 * 1024 * 1024;
 
@@ -160,6 +172,8 @@ export function configFromFlags(values: FlagValues): Config {
   }
   const quota = int(values, "quota-backend-bytes");
   if (quota < 0) throw new FlagError(`--quota-backend-bytes must be >=0 (set to ${quota})`);
+  const batchIntervalMs = parseDurationMs(values.get("backend-batch-interval")!)!;
+  const batchLimit = int(values, "backend-batch-limit");
 
   const tls = {
     certFile: values.get("cert-file")!,
@@ -196,6 +210,8 @@ export function configFromFlags(values: FlagValues): Config {
     initialClusterState: state,
     initialClusterToken: values.get("initial-cluster-token")!,
     quotaBackendBytes: quota === 0 ? defaultQuotaBackendBytes : quota,
+    backendBatchIntervalMs: batchIntervalMs > 0 ? batchIntervalMs : backendBatchIntervalMsDefault,
+    backendBatchLimit: batchLimit > 0 ? batchLimit : backendBatchLimitDefault,
     maxTxnOps: int(values, "max-txn-ops"),
     maxRequestBytes: int(values, "max-request-bytes"),
     autoCompactionRetention: values.get("auto-compaction-retention")!,

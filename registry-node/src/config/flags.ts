@@ -60,6 +60,18 @@ export const flagSpecs: FlagSpec[] = [
     help: "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).",
   },
   {
+    name: "backend-batch-interval",
+    kind: "duration",
+    default: "0",
+    help: "BackendBatchInterval is the maximum time before commit the backend transaction.",
+  },
+  {
+    name: "backend-batch-limit",
+    kind: "int",
+    default: "0",
+    help: "BackendBatchLimit is the maximum operations before commit the backend transaction.",
+  },
+  {
     name: "max-txn-ops",
     kind: "int",
     default: "128",

@@ -86,7 +86,6 @@ export type Logger = {
 
 /** Timings of the member's background work (etcd's values where etcd has them). */
 export const serverTimings = {
-  backendCommitIntervalMs: 100,
   leaseCheckIntervalMs: 500,
   /** etcd revokes at most 1000 expired leases per second. */
   leaseRevokePerSecond: 1000,
@@ -234,7 +233,7 @@ export class EtcdServer {
 
   /** The state machine's objects over the current storage (again after installing a snapshot). */
   private buildStateMachine(): void {
-    this.backend = new BufferedBackend(this.storage);
+    this.backend = new BufferedBackend(this.storage, this.config.backendBatchLimit);
     // etcd: minimum lease TTL is 1.5 election timeouts, rounded up to whole seconds.
     const minTTLSeconds = Math.ceil((1.5 * this.config.electionTimeoutMs) / 1000);
     this.lessor = new Lessor(this.backend, minTTLSeconds);
@@ -336,7 +335,7 @@ export class EtcdServer {
       t.unref();
       this.timers.push(t);
     };
-    every(serverTimings.backendCommitIntervalMs, () => {
+    every(this.config.backendBatchIntervalMs, () => {
       this.commitBackend();
     });
     every(serverTimings.leaseCheckIntervalMs, () => this.revokeExpiredLeases());
