@@ -358,6 +358,39 @@ function excludedIn(group: Group, ejected: ReadonlySet<string>, open: ReadonlySe
   return n;
 }
 
+/**
+ * Every decision is built here with its fields in one order, so they all share one object shape:
+ * object spreads of the partial results (the first version) made V8 clone through its slow
+ * path, which cost about 20 us per pick, twenty times the rest of the decision.
+ */
+function decision(
+  rule: number | "default",
+  ruleName: string | undefined,
+  subset: string,
+  timeoutMs: number | undefined,
+  balancer: BalancerKind,
+  protect: boolean,
+  zone: RouteDecision["zone"],
+  instance: Instance | undefined,
+  reason: RouteReason,
+  skipped: readonly Skipped[],
+  skippedTotal: number,
+): RouteDecision {
+  return {
+    rule,
+    ruleName,
+    subset,
+    instance,
+    reason,
+    protect,
+    zone,
+    balancer,
+    timeoutMs,
+    skipped,
+    skippedTotal,
+  };
+}
+
 export function route(
   policy: Policy,
   request: RouteRequest,
@@ -370,24 +403,25 @@ export function route(
   const ejected = signals.ejected ?? EMPTY;
   const open = signals.breakerOpen ?? EMPTY;
   const kind: BalancerKind = policy.loadBalancer?.kind ?? "round-robin";
-  const base = { balancer: kind, protect: false, zone: "off" as const };
 
   const cp = compiled(policy);
   if (
     cp.allowedCallers !== undefined &&
     (request.caller === undefined || !cp.allowedCallers.has(request.caller))
   ) {
-    return {
-      ...base,
-      rule: "default",
-      ruleName: undefined,
-      subset: ALL,
-      instance: undefined,
-      reason: "caller-not-allowed",
-      timeoutMs: policy.timeoutMs,
-      skipped: [],
-      skippedTotal: 0,
-    };
+    return decision(
+      "default",
+      undefined,
+      ALL,
+      policy.timeoutMs,
+      kind,
+      false,
+      "off",
+      undefined,
+      "caller-not-allowed",
+      [],
+      0,
+    );
   }
 
   const req = normalize(request);
@@ -414,7 +448,19 @@ export function route(
   if (all.members.length === 0) {
     if (signals.explain !== false) for (const id of view.outsideSample) list(id, "filtered-by-policy");
     skippedTotal = view.outsideCount;
-    return { ...base, ...ruleInfo, instance: undefined, reason: "subset-empty", skipped, skippedTotal };
+    return decision(
+      ruleInfo.rule,
+      ruleInfo.ruleName,
+      subsetName,
+      ruleInfo.timeoutMs,
+      kind,
+      false,
+      "off",
+      undefined,
+      "subset-empty",
+      skipped,
+      skippedTotal,
+    );
   }
 
   // Availability over the whole subset decides protect mode (Envoy computes panic per
@@ -478,16 +524,19 @@ export function route(
   state.balancers.set(key, balancer);
   const i = pickIndex(balancer, { nowMs, rand, hashKey, isExcluded, load: state.load });
   const instance = i < 0 ? undefined : group.members[i];
-  return {
-    ...ruleInfo,
-    balancer: kind,
+  return decision(
+    ruleInfo.rule,
+    ruleInfo.ruleName,
+    subsetName,
+    ruleInfo.timeoutMs,
+    kind,
     protect,
     zone,
     instance,
-    reason: instance === undefined ? "all-excluded" : "picked",
+    instance === undefined ? "all-excluded" : "picked",
     skipped,
     skippedTotal,
-  };
+  );
 }
 
 /**
