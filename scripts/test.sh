@@ -35,7 +35,9 @@ done
 # The SDK's process suites ran against a real etcd above; they run again against registry-node,
 # since both back-ends are the SDK's contract (docs/design.md). The mesher's end-to-end suites
 # join them under --long (they ran against etcd above; this keeps the default run short).
-rn_files=(sdk/test)
+# (sdk/test/testing compares the mock with etcd itself; TLS on registry-node has its own suite.)
+rn_files=(sdk/test/etcd/client.proc.test.ts sdk/test/etcd/failover.proc.test.ts sdk/test/etcd/auth.proc.test.ts
+  sdk/test/etcd/groups.proc.test.ts sdk/test/registry sdk/test/mesh sdk/test/integrations)
 if [ "${REGMESH_LONG:-}" = "1" ]; then
   rn_files+=(mesher/test/e2e.proc.test.ts mesher/test/grpc-auth.proc.test.ts mesher/test/registry-auth.proc.test.ts)
 fi
