@@ -277,8 +277,7 @@ export class Mesh {
         };
       }
     }
-    const request =
-      req.caller === undefined && this.opts.caller !== undefined ? { ...req, caller: this.opts.caller } : req;
+    const request = this.withCaller(req);
     const open = union(this.breakers.open(service), this.quarantined(r, now));
     const ejected = ejectedIds(r.ejection);
     let d = route(policy, request, r.routable, r.router, now, this.rand, {
@@ -378,6 +377,16 @@ export class Mesh {
   }
 
   /**
+   * The request with this process's service as its caller when it names none. Built field by
+   * field: a spread of requests of different shapes takes V8's slow clone path (~1 us a call).
+   */
+  private withCaller(req: RouteRequest): RouteRequest {
+    const caller = this.opts.caller;
+    if (req.caller !== undefined || caller === undefined) return req;
+    return { method: req.method, path: req.path, headers: req.headers, caller, hashKey: req.hashKey };
+  }
+
+  /**
    * After try number `tries` ended with `outcome`: may another try go? `fallback` is the retry
    * policy used when the service's policy has none (the mesher's default for idempotent calls).
    */
@@ -400,8 +409,7 @@ export class Mesh {
   explain(service: string, req: RouteRequest): RouteDecision | undefined {
     const r = this.routed(service);
     if (r.snapshot === undefined) return undefined;
-    const request =
-      req.caller === undefined && this.opts.caller !== undefined ? { ...req, caller: this.opts.caller } : req;
+    const request = this.withCaller(req);
     const now = this.clock.now();
     return route(r.policy.policy, request, r.routable, r.router, now, this.rand, {
       ejected: ejectedIds(r.ejection),
